@@ -1,0 +1,4 @@
+//! `vimvq-pack`: checkpoint import, ViM-VQ quantization and the `.vimvq` writer.
+
+pub mod format;
+pub mod import;

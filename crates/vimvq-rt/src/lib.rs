@@ -1,0 +1,20 @@
+//! `vimvq-rt`: Vision Mamba inference over packed `.vimvq` models.
+//!
+//! `#![no_std]` and allocation-free: the caller owns the model bytes, the input, the logits and a
+//! scratch buffer (see [`VimConfig::scratch_bytes`]). The `std` feature (default) adds memory-mapped
+//! loading and `std::error::Error` impls.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod config;
+pub mod format;
+pub mod kernels;
+pub mod model;
+pub mod forward;
+pub mod scan;
+pub mod preprocess;
+
+pub use config::{ConfigError, Interpolation, Preprocess, VimConfig};
