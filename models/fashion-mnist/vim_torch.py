@@ -78,6 +78,106 @@ def selective_scan_fast(u, delta, A, Bm, Cm):
     return SelectiveScanFn.apply(u, delta, A, Bm, Cm)
 
 
+# ---- optional compiled kernel (training speed only; same math, float32) --------------
+_CSCAN = None
+_POOL = None
+
+
+def load_cpu_scan(verbose=False):
+    """Compile scan_cpu.c with gcc (cached) and return the ctypes library, or None."""
+    global _CSCAN
+    if _CSCAN is not None:
+        return _CSCAN
+    import ctypes
+    import hashlib
+    import os
+    import subprocess
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scan_cpu.c')
+    code = open(src, 'rb').read()
+    tag = hashlib.sha256(code).hexdigest()[:16]
+    cache = os.path.join(os.path.expanduser('~'), '.cache', 'vimvq')
+    os.makedirs(cache, exist_ok=True)
+    so = os.path.join(cache, 'scan_cpu_%s.so' % tag)
+    if not os.path.exists(so):
+        cmd = ['gcc', '-O3', '-march=native', '-fno-math-errno', '-shared', '-fPIC', src,
+               '-o', so + '.tmp', '-lmvec', '-lm']
+        if verbose:
+            print(' '.join(cmd))
+        subprocess.check_call(cmd)
+        os.replace(so + '.tmp', so)
+    lib = ctypes.CDLL(so)
+    P, I = ctypes.c_void_p, ctypes.c_int
+    lib.scan_fwd.argtypes = [P] * 6 + [I] * 4
+    lib.scan_fwd.restype = None
+    lib.scan_bwd.argtypes = [P] * 11 + [I] * 4
+    lib.scan_bwd.restype = None
+    _CSCAN = lib
+    return lib
+
+
+def _chunks(Bsz, parts):
+    parts = max(1, min(parts, Bsz))
+    step = (Bsz + parts - 1) // parts
+    return [(s, min(Bsz, s + step)) for s in range(0, Bsz, step)]
+
+
+def _run_parallel(fn, jobs):
+    global _POOL
+    if len(jobs) == 1:
+        return [fn(*jobs[0])]
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max(2, torch.get_num_threads()))
+    return list(_POOL.map(lambda a: fn(*a), jobs))
+
+
+class SelectiveScanCFn(torch.autograd.Function):
+    """Same contract as SelectiveScanFn; forward/backward loops run in scan_cpu.c."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, Bm, Cm):
+        lib = load_cpu_scan()
+        assert u.dtype == torch.float32
+        u, delta, Bm, Cm = (t.contiguous() for t in (u, delta, Bm, Cm))
+        Bsz, L, E = u.shape
+        N = A.shape[1]
+        At = A.detach().t().contiguous()                          # (N, E)
+        y = torch.empty_like(u)
+        f = 4
+
+        def job(s, e):
+            lib.scan_fwd(u.data_ptr() + s * L * E * f, delta.data_ptr() + s * L * E * f,
+                         At.data_ptr(), Bm.data_ptr() + s * L * N * f,
+                         Cm.data_ptr() + s * L * N * f, y.data_ptr() + s * L * E * f,
+                         e - s, L, E, N)
+        _run_parallel(job, _chunks(Bsz, 4 * torch.get_num_threads()))
+        ctx.save_for_backward(u, delta, Bm, Cm, At)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        lib = load_cpu_scan()
+        u, delta, Bm, Cm, At = ctx.saved_tensors
+        gy = gy.contiguous()
+        Bsz, L, E = u.shape
+        N = At.shape[0]
+        gu, gdelta = torch.empty_like(u), torch.empty_like(u)
+        gB, gC = torch.empty_like(Bm), torch.empty_like(Cm)
+        chunks = _chunks(Bsz, 4 * torch.get_num_threads())
+        gAt = torch.zeros(len(chunks), N, E)
+        f = 4
+
+        def job(i, s, e):
+            o1, o2 = s * L * E * f, s * L * N * f
+            lib.scan_bwd(u.data_ptr() + o1, delta.data_ptr() + o1, Bm.data_ptr() + o2,
+                         Cm.data_ptr() + o2, At.data_ptr(), gy.data_ptr() + o1,
+                         gu.data_ptr() + o1, gdelta.data_ptr() + o1, gAt[i].data_ptr(),
+                         gB.data_ptr() + o2, gC.data_ptr() + o2, e - s, L, E, N)
+        _run_parallel(job, [(i, s, e) for i, (s, e) in enumerate(chunks)])
+        gA = gAt.sum(0).t()                                       # fixed order -> deterministic
+        return gu, gdelta, gA, gB, gC
+
+
 def selective_scan_loop(u, delta, A, Bm, Cm):
     """Literal transcription of mamba_ssm selective_scan_ref (token-major), autograd-able."""
     deltaA = torch.exp(torch.einsum('bld,dn->bldn', delta, A))
@@ -163,14 +263,26 @@ class Mamba(nn.Module):
         # x, z: (B, L, E) for one direction (already flipped for the backward branch)
         L = x.shape[1]
         N, R = self.d_state, self.dt_rank
-        u = conv(x.transpose(1, 2))[..., :L]            # causal depthwise conv, (B, E, L)
-        u = F.silu(u).transpose(1, 2)                     # (B, L, E)
+        if self.scan_impl == 'c':
+            # training path: same causal depthwise conv written as K shifted multiply-adds
+            # in token-major layout (avoids conv1d's transposes / slow depthwise backward)
+            K = conv.weight.shape[-1]
+            xp = F.pad(x, (0, 0, K - 1, 0))              # zeros for x[t<0]
+            u = conv.bias.expand_as(x)
+            for k in range(K):                            # tap k multiplies x[t-(K-1)+k]
+                u = torch.addcmul(u, xp[:, k:k + L], conv.weight[:, 0, k])
+            u = F.silu(u)
+        else:
+            u = conv(x.transpose(1, 2))[..., :L]          # causal depthwise conv, (B, E, L)
+            u = F.silu(u).transpose(1, 2)                 # (B, L, E)
         x_dbl = F.linear(u, x_proj.weight)                # (B, L, R+2N)
         dt, Bm, Cm = torch.split(x_dbl, [R, N, N], dim=-1)
         delta = F.softplus(F.linear(dt, dt_proj.weight, dt_proj.bias))   # softplus(W dt + b)
         A = -torch.exp(A_log)
         if self.scan_impl == 'fast':
             y = selective_scan_fast(u, delta, A, Bm, Cm)
+        elif self.scan_impl == 'c':
+            y = SelectiveScanCFn.apply(u, delta, A, Bm, Cm)
         else:
             y = selective_scan_loop(u, delta, A, Bm, Cm)
         y = y + u * Dskip

@@ -1,4 +1,7 @@
 //! `vimvq-pack`: checkpoint import, ViM-VQ quantization and the `.vimvq` writer.
 
+pub mod calib;
 pub mod format;
 pub mod import;
+pub mod quantize;
+pub mod vq;

@@ -1,1 +1,523 @@
-//! TODO(foundation): being written.
+//! The f32 forward pass of a Vim classifier (spec §2–§3, token-major, flip-free), allocation-free.
+//!
+//! ```text
+//! tokens  = im2col(image) · W_patchᵀ + b            (P × D), cls token inserted at P/2, + pos_embed
+//! layer i: residual (+)= hidden; hidden = RMSNorm_i(residual)
+//!          x | z = hidden · W_inᵀ;  g = silu(z)
+//!          per direction (forward: causal conv, scan t = 0…; backward: anti-causal, t = L−1…):
+//!            u = silu(conv1d(x));  dt|B|C = u · W_xᵀ;  Δ = dt · W_dtᵀ;  acc ±= scan(u, Δ, B, C) · g
+//!          hidden = (acc / 2) · W_outᵀ
+//! logits  = RMSNorm_f(residual + hidden)[P/2] · W_headᵀ + b_head
+//! ```
+//! By default the last layer only computes what the cls row needs (conv/projections for the
+//! tokens each scan visits, scans stopped at the cls position, `out_proj` and the final norm on
+//! the cls row only); the result is bit-identical to the full computation
+//! ([`InferOptions::cls_only_last_layer`]).
+
+use core::fmt;
+use core::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::config::VimConfig;
+use crate::format::Role;
+use crate::kernels::scalar::{
+    add_bias_f32, add_rmsnorm_f32, conv1d_silu_f32, gemv_f32, linear_f32, neg_exp_f32, rmsnorm_f32,
+    silu_inplace_f32, vq_panel_len,
+};
+use crate::kernels::{Direction, MatMut, MatRef, Weight};
+use crate::model::Model;
+use crate::scan::{selective_scan_f32, ScanInputs, ScanPlan, ScanWeights};
+
+/// Patch tokens embedded per im2col chunk (bounds the im2col buffer).
+pub const PATCH_CHUNK: usize = 16;
+
+/// f32 values per 64-byte line; every scratch buffer starts on a line.
+const LINE: usize = 16;
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Line([f32; LINE]);
+
+/// Number of scratch buffers.
+const NBUF: usize = 11;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// f32 counts of the scratch buffers (see [`Scratch`]), each rounded up to whole lines.
+/// Saturates instead of overflowing.
+const fn buffer_lens(c: &VimConfig) -> [usize; NBUF] {
+    let l = c.seq_len();
+    let (d, e, n) = (c.embed_dim, c.d_inner, c.d_state);
+    let x = c.x_proj_rows();
+    let max_cols = max(max(c.patch_len(), d), max(e, c.dt_rank));
+    let raw = [
+        l.saturating_mul(d),                       // residual
+        l.saturating_mul(d),                       // hidden
+        l.saturating_mul(e).saturating_mul(2),     // xz
+        l.saturating_mul(e),                       // u
+        l.saturating_mul(x),                       // x_dbl
+        l.saturating_mul(e),                       // delta
+        l.saturating_mul(e),                       // acc
+        e.saturating_mul(n),                       // A
+        e.saturating_mul(n),                       // h
+        vq_panel_len(max_cols),                    // VQ panel
+        PATCH_CHUNK.saturating_mul(c.patch_len()), // im2col
+    ];
+    let mut out = [0usize; NBUF];
+    let mut i = 0;
+    while i < NBUF {
+        out[i] = raw[i].saturating_add(LINE - 1) / LINE * LINE;
+        i += 1;
+    }
+    out
+}
+
+impl VimConfig {
+    /// Bytes of scratch memory [`infer`] needs for this model, including up to 63 bytes of slack
+    /// to align the buffer internally to 64 bytes. A `const fn`, so an application can size a
+    /// `static` arena. Returns `usize::MAX` for a config that fails [`VimConfig::check`] or whose
+    /// buffers do not fit the address space.
+    ///
+    /// For one image: `4·(2·L·D + 2·L·E + 3·L·E + L·(R+2N) + 2·E·N + 4·max(C·p², D, E, R) +
+    /// 16·C·p²)` bytes, each buffer rounded up to 64 bytes, plus 63.
+    pub const fn scratch_bytes(&self) -> usize {
+        if self.check().is_err() {
+            return usize::MAX;
+        }
+        let lens = buffer_lens(self);
+        let mut total: usize = 0;
+        let mut i = 0;
+        while i < NBUF {
+            total = total.saturating_add(lens[i]);
+            i += 1;
+        }
+        if total > (usize::MAX - 63) / 4 {
+            return usize::MAX;
+        }
+        total * 4 + 63
+    }
+}
+
+/// Switches of [`infer_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InferOptions {
+    /// In the last layer, compute only what the cls row needs (spec §2.5's exactness tip). The
+    /// logits are bit-identical either way; `false` runs every row (for tests and debugging).
+    pub cls_only_last_layer: bool,
+}
+
+impl Default for InferOptions {
+    fn default() -> Self {
+        InferOptions {
+            cls_only_last_layer: true,
+        }
+    }
+}
+
+/// Why [`infer`] refused to run. It never panics on bad buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InferError {
+    /// `input.len()` is not `C·H·W`.
+    InputLength {
+        /// [`VimConfig::input_len`].
+        expected: usize,
+        /// Given.
+        actual: usize,
+    },
+    /// `logits.len()` is not `num_classes`.
+    LogitsLength {
+        /// `num_classes`.
+        expected: usize,
+        /// Given.
+        actual: usize,
+    },
+    /// `scratch` is shorter than [`Model::scratch_bytes`].
+    ScratchTooSmall {
+        /// Needed bytes.
+        needed: usize,
+        /// Given bytes.
+        actual: usize,
+    },
+    /// A tensor the schema guarantees could not be viewed (not reachable with a model from
+    /// [`Model::parse`]).
+    MissingTensor(Role),
+}
+
+impl fmt::Display for InferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            InferError::InputLength { expected, actual } => {
+                write!(
+                    f,
+                    "input has {actual} values, the model takes {expected} (C·H·W)"
+                )
+            }
+            InferError::LogitsLength { expected, actual } => {
+                write!(
+                    f,
+                    "logits buffer has {actual} values, the model has {expected} classes"
+                )
+            }
+            InferError::ScratchTooSmall { needed, actual } => {
+                write!(
+                    f,
+                    "scratch buffer has {actual} bytes, inference needs {needed}"
+                )
+            }
+            InferError::MissingTensor(r) => {
+                write!(f, "model has no usable {} tensor", r.torch_name())
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for InferError {}
+
+/// The scratch buffers, carved from the caller's bytes.
+struct Scratch<'s> {
+    residual: &'s mut [f32],
+    hidden: &'s mut [f32],
+    xz: &'s mut [f32],
+    u: &'s mut [f32],
+    x_dbl: &'s mut [f32],
+    delta: &'s mut [f32],
+    acc: &'s mut [f32],
+    a: &'s mut [f32],
+    h: &'s mut [f32],
+    panel: &'s mut [f32],
+    im2col: &'s mut [f32],
+}
+
+impl<'s> Scratch<'s> {
+    fn carve(c: &VimConfig, bytes: &'s mut [u8]) -> Option<Self> {
+        let (_, lines, _) = bytemuck::pod_align_to_mut::<u8, Line>(bytes);
+        let mut rest: &'s mut [f32] = bytemuck::cast_slice_mut(lines);
+        let mut bufs: [&'s mut [f32]; NBUF] = Default::default();
+        for (buf, len) in bufs.iter_mut().zip(buffer_lens(c)) {
+            if rest.len() < len {
+                return None;
+            }
+            let (head, tail) = core::mem::take(&mut rest).split_at_mut(len);
+            *buf = head;
+            rest = tail;
+        }
+        let [residual, hidden, xz, u, x_dbl, delta, acc, a, h, panel, im2col] = bufs;
+        Some(Scratch {
+            residual,
+            hidden,
+            xz,
+            u,
+            x_dbl,
+            delta,
+            acc,
+            a,
+            h,
+            panel,
+            im2col,
+        })
+    }
+}
+
+/// Weights of one scan direction.
+struct DirWeights<'a> {
+    conv_w: &'a [f32],
+    conv_b: &'a [f32],
+    x_proj: Weight<'a>,
+    dt_proj: Weight<'a>,
+    dt_bias: &'a [f32],
+    a_log: &'a [f32],
+    d_skip: &'a [f32],
+}
+
+struct LayerWeights<'a> {
+    norm: &'a [f32],
+    in_proj: Weight<'a>,
+    out_proj: Weight<'a>,
+    fwd: DirWeights<'a>,
+    bwd: DirWeights<'a>,
+}
+
+fn dense<'a>(m: &Model<'a>, role: Role, layer: usize) -> Result<&'a [f32], InferError> {
+    m.dense(role, layer).ok_or(InferError::MissingTensor(role))
+}
+
+fn weight<'a>(m: &Model<'a>, role: Role, layer: usize) -> Result<Weight<'a>, InferError> {
+    m.weight(role, layer).ok_or(InferError::MissingTensor(role))
+}
+
+impl<'a> LayerWeights<'a> {
+    fn load(m: &Model<'a>, i: usize) -> Result<Self, InferError> {
+        Ok(LayerWeights {
+            norm: dense(m, Role::Norm, i)?,
+            in_proj: weight(m, Role::InProj, i)?,
+            out_proj: weight(m, Role::OutProj, i)?,
+            fwd: DirWeights {
+                conv_w: dense(m, Role::ConvW, i)?,
+                conv_b: dense(m, Role::ConvB, i)?,
+                x_proj: weight(m, Role::XProj, i)?,
+                dt_proj: weight(m, Role::DtProjW, i)?,
+                dt_bias: dense(m, Role::DtProjB, i)?,
+                a_log: dense(m, Role::ALog, i)?,
+                d_skip: dense(m, Role::DSkip, i)?,
+            },
+            bwd: DirWeights {
+                conv_w: dense(m, Role::ConvWBack, i)?,
+                conv_b: dense(m, Role::ConvBBack, i)?,
+                x_proj: weight(m, Role::XProjBack, i)?,
+                dt_proj: weight(m, Role::DtProjWBack, i)?,
+                dt_bias: dense(m, Role::DtProjBBack, i)?,
+                a_log: dense(m, Role::ALogBack, i)?,
+                d_skip: dense(m, Role::DSkipBack, i)?,
+            },
+        })
+    }
+}
+
+/// Runs the classifier on one normalised CHW image: `input` holds [`VimConfig::input_len`]
+/// values, `logits` receives `num_classes`, `scratch` holds at least [`Model::scratch_bytes`]
+/// bytes (any alignment). Performs no heap allocation.
+pub fn infer(
+    model: &Model<'_>,
+    input: &[f32],
+    logits: &mut [f32],
+    scratch: &mut [u8],
+) -> Result<(), InferError> {
+    infer_with(model, input, logits, scratch, &InferOptions::default())
+}
+
+/// [`infer`] with explicit [`InferOptions`].
+pub fn infer_with(
+    model: &Model<'_>,
+    input: &[f32],
+    logits: &mut [f32],
+    scratch: &mut [u8],
+    opts: &InferOptions,
+) -> Result<(), InferError> {
+    let c = *model.config();
+    if input.len() != c.input_len() {
+        return Err(InferError::InputLength {
+            expected: c.input_len(),
+            actual: input.len(),
+        });
+    }
+    if logits.len() != c.num_classes {
+        return Err(InferError::LogitsLength {
+            expected: c.num_classes,
+            actual: logits.len(),
+        });
+    }
+    let needed = c.scratch_bytes();
+    if scratch.len() < needed {
+        return Err(InferError::ScratchTooSmall {
+            needed,
+            actual: scratch.len(),
+        });
+    }
+    let actual = scratch.len();
+    let mut s =
+        Scratch::carve(&c, scratch).ok_or(InferError::ScratchTooSmall { needed, actual })?;
+
+    patch_embed(model, &c, input, &mut s)?;
+    for i in 0..c.depth {
+        let lw = LayerWeights::load(model, i)?;
+        let cls_only = opts.cls_only_last_layer && i + 1 == c.depth;
+        mixer_layer(&c, &lw, i, cls_only, &mut s);
+    }
+
+    // Final fused add + norm_f, then the head on the cls row.
+    let (l, d, pos) = (c.seq_len(), c.embed_dim, c.cls_pos());
+    let norm_f = dense(model, Role::NormF, 0)?;
+    let rows = if opts.cls_only_last_layer {
+        pos..pos + 1
+    } else {
+        0..l
+    };
+    for t in rows {
+        add_rmsnorm_f32(
+            &mut s.residual[t * d..(t + 1) * d],
+            &mut s.hidden[t * d..(t + 1) * d],
+            norm_f,
+            c.norm_eps,
+        );
+    }
+    let head = weight(model, Role::HeadWeight, 0)?;
+    gemv_f32(&s.hidden[pos * d..(pos + 1) * d], &head, logits, s.panel);
+    for (o, b) in logits.iter_mut().zip(dense(model, Role::HeadBias, 0)?) {
+        *o += b;
+    }
+    Ok(())
+}
+
+/// Patch embedding (im2col GEMM in chunks), middle cls token, position embedding → `s.hidden`.
+fn patch_embed(
+    model: &Model<'_>,
+    c: &VimConfig,
+    input: &[f32],
+    s: &mut Scratch<'_>,
+) -> Result<(), InferError> {
+    let (d, g, p, stride, img) = (c.embed_dim, c.grid(), c.patch, c.stride, c.img_size);
+    let (np, pl, pos) = (c.num_patches(), c.patch_len(), c.cls_pos());
+    let w = weight(model, Role::PatchWeight, 0)?;
+    let bias = dense(model, Role::PatchBias, 0)?;
+    let mut k0 = 0;
+    while k0 < np {
+        let k1 = (k0 + PATCH_CHUNK).min(np);
+        // Patch k is grid cell (k / g, k % g), flattened in (channel, row, col) order.
+        for k in k0..k1 {
+            let (gy, gx) = (k / g, k % g);
+            let dst = &mut s.im2col[(k - k0) * pl..(k - k0 + 1) * pl];
+            for ch in 0..c.channels {
+                for py in 0..p {
+                    let src = ch * img * img + (gy * stride + py) * img + gx * stride;
+                    let o = (ch * p + py) * p;
+                    dst[o..o + p].copy_from_slice(&input[src..src + p]);
+                }
+            }
+        }
+        // Patches before the cls position keep their index; the others move up by one.
+        let pieces = [(k0, k1.min(pos), 0), (k0.max(pos), k1, 1)];
+        for (a, b, shift) in pieces {
+            if a >= b {
+                continue;
+            }
+            let at = MatRef::new(&s.im2col[(a - k0) * pl..(b - k0) * pl], b - a, pl, pl);
+            let mut out = MatMut::new(&mut s.hidden[(a + shift) * d..(b + shift) * d], b - a, d, d);
+            linear_f32(at, &w, &mut out, s.panel);
+            add_bias_f32(&mut out, bias);
+        }
+        k0 = k1;
+    }
+    s.hidden[pos * d..(pos + 1) * d].copy_from_slice(dense(model, Role::ClsToken, 0)?);
+    for (h, pe) in s.hidden.iter_mut().zip(dense(model, Role::PosEmbed, 0)?) {
+        *h += pe;
+    }
+    Ok(())
+}
+
+/// One block: fused add + RMSNorm, then the bimamba-v2 mixer; leaves the mixer output in
+/// `s.hidden` (only the cls row when `cls_only`).
+fn mixer_layer(
+    c: &VimConfig,
+    lw: &LayerWeights<'_>,
+    layer: usize,
+    cls_only: bool,
+    s: &mut Scratch<'_>,
+) {
+    let (l, d, e, pos) = (c.seq_len(), c.embed_dim, c.d_inner, c.cls_pos());
+    for t in 0..l {
+        let (r, h) = (
+            &mut s.residual[t * d..(t + 1) * d],
+            &mut s.hidden[t * d..(t + 1) * d],
+        );
+        if layer == 0 {
+            r.copy_from_slice(h);
+            rmsnorm_f32(r, lw.norm, c.norm_eps, h);
+        } else {
+            add_rmsnorm_f32(r, h, lw.norm, c.norm_eps);
+        }
+    }
+    let normed = MatRef::new(s.hidden, l, d, d);
+    linear_f32(
+        normed,
+        &lw.in_proj,
+        &mut MatMut::new(s.xz, l, 2 * e, 2 * e),
+        s.panel,
+    );
+
+    // Rows each direction must visit and rows whose output is needed.
+    let (fwd, bwd, emit) = if cls_only {
+        (0..pos + 1, pos..l, pos..pos + 1)
+    } else {
+        (0..l, 0..l, 0..l)
+    };
+    for t in emit.clone() {
+        silu_inplace_f32(&mut s.xz[t * 2 * e + e..(t + 1) * 2 * e]);
+    }
+    direction(c, &lw.fwd, Direction::Forward, fwd, emit.clone(), s);
+    direction(c, &lw.bwd, Direction::Backward, bwd, emit.clone(), s);
+
+    let rows = emit.len();
+    let acc = &mut s.acc[emit.start * e..emit.end * e];
+    for v in acc.iter_mut() {
+        *v /= 2.0;
+    }
+    let a = MatRef::new(acc, rows, e, e);
+    let mut out = MatMut::new(&mut s.hidden[emit.start * d..emit.end * d], rows, d, d);
+    linear_f32(a, &lw.out_proj, &mut out, s.panel);
+}
+
+/// Conv + SiLU, x_proj and dt_proj over `steps`, then the scan into `s.acc` (stores for the
+/// forward direction, adds for the backward one).
+fn direction(
+    c: &VimConfig,
+    w: &DirWeights<'_>,
+    dir: Direction,
+    steps: Range<usize>,
+    emit: Range<usize>,
+    s: &mut Scratch<'_>,
+) {
+    let (l, e, r, n) = (c.seq_len(), c.d_inner, c.dt_rank, c.d_state);
+    let xr = c.x_proj_rows();
+    let (t0, nt) = (steps.start, steps.len());
+    let x = MatRef::new(s.xz, l, e, 2 * e);
+    conv1d_silu_f32(
+        dir,
+        x,
+        w.conv_w,
+        w.conv_b,
+        steps.clone(),
+        &mut MatMut::new(s.u, l, e, e),
+    );
+    let u = MatRef::new(&s.u[t0 * e..(t0 + nt) * e], nt, e, e);
+    linear_f32(
+        u,
+        &w.x_proj,
+        &mut MatMut::new(&mut s.x_dbl[t0 * xr..(t0 + nt) * xr], nt, xr, xr),
+        s.panel,
+    );
+    let dt = MatRef::new(&s.x_dbl[t0 * xr..(t0 + nt) * xr], nt, r, xr);
+    linear_f32(
+        dt,
+        &w.dt_proj,
+        &mut MatMut::new(&mut s.delta[t0 * e..(t0 + nt) * e], nt, e, e),
+        s.panel,
+    );
+    let a = &mut s.a[..e * n];
+    neg_exp_f32(w.a_log, a);
+
+    let weights = ScanWeights {
+        a,
+        d_skip: w.d_skip,
+        dt_bias: w.dt_bias,
+        dt_rank: r,
+        d_state: n,
+    };
+    let inputs = ScanInputs {
+        u: MatRef::new(s.u, l, e, e),
+        delta: MatRef::new(s.delta, l, e, e),
+        x_dbl: MatRef::new(s.x_dbl, l, xr, xr),
+        gate: MatRef::new(&s.xz[e..], l, e, 2 * e),
+    };
+    let plan = ScanPlan {
+        dir,
+        steps,
+        emit,
+        accumulate: dir == Direction::Backward,
+    };
+    selective_scan_f32(
+        &weights,
+        &inputs,
+        &plan,
+        &mut MatMut::new(s.acc, l, e, e),
+        &mut s.h[..e * n],
+    );
+}

@@ -1,5 +1,7 @@
 //! In-memory model ready to be written as a `.vimvq` file.
 
+pub mod writer;
+
 use vimvq_rt::format::Role;
 use vimvq_rt::{Preprocess, VimConfig};
 

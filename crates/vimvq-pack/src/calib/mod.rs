@@ -1,0 +1,43 @@
+//! Block-wise calibration: hand-written forward and backward of one Vim (bimamba-v2) mixer.
+//!
+//! The ViM-VQ block objective (`vimvq-algorithm.md` §3) calibrates one block at a time: the input
+//! is the block's normalised input `hn = RMSNorm_i(residual)` (the norm is frozen, so it is computed
+//! once by the caller), the output is the mixer output, and the loss is the relative MSE against the
+//! f32 block ([`rel_mse`]). The gradients w.r.t. the six linear weights and the two Δ biases
+//! ([`TRAINABLE_ROLES`]) are written by hand:
+//!
+//! * [`ops`]: each operator (linear, depthwise conv causal/anti-causal, SiLU, softplus, selective
+//!   scan, gate/combine) with its backward and a naive oracle;
+//! * [`block`]: [`forward`] (records a [`Cache`]) and [`backward`] composing them, threaded over
+//!   the batch.
+//!
+//! Everything is generic over [`Float`] (`f32` for calibration, `f64` for gradient checks).
+//!
+//! ```
+//! use vimvq_pack::calib::{backward, forward, rel_mse, BlockDims, BlockParams, Cache};
+//! let dims = BlockDims { d_model: 8, d_inner: 16, dt_rank: 1, d_state: 4, d_conv: 4 };
+//! let target = BlockParams::<f32>::random_vim_like(dims, 1);
+//! let params = BlockParams::<f32>::random_vim_like(dims, 2);
+//! let (len, batch) = (5, 2);
+//! let hn: Vec<f32> = (0..batch * len * 8).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut cache = Cache::new();
+//! let y_ref = forward(&target, &hn, len, &mut cache, 1);
+//! let y = forward(&params, &hn, len, &mut cache, 2);
+//! let mut dy = vec![0.0; y.len()];
+//! let loss = rel_mse(&y, &y_ref, Some(&mut dy));
+//! let grads = backward(&params, &mut cache, &dy, 2);
+//! assert!(loss > 0.0 && grads.in_proj.iter().any(|g| *g != 0.0));
+//! ```
+
+pub mod block;
+pub mod float;
+pub mod ops;
+
+#[cfg(test)]
+mod tests;
+
+pub use block::{
+    backward, forward, rel_mse, BlockDims, BlockParams, Cache, CalibError, DirGrads, DirParams,
+    Grads, MIXER_ROLES, TRAINABLE_ROLES,
+};
+pub use float::Float;

@@ -1,0 +1,657 @@
+//! The quantization pipeline behind `vimvq pack`: an all-f32 [`PackedModel`] plus calibration
+//! images in, a model whose mixer projections are vector-quantized (and a [`Report`]) out.
+//!
+//! ```no_run
+//! # use vimvq_pack::{import, quantize::{quantize, QuantOptions}};
+//! # let ck = import::load(std::path::Path::new("m.safetensors"), None).unwrap();
+//! let f32_model = import::to_packed(&ck, &Default::default()).unwrap();
+//! let calib: Vec<Vec<f32>> = vec![/* normalised CHW images */];
+//! let opts = QuantOptions::with_bits(2).unwrap(); // ViM-VQ, block objective, spec defaults
+//! let (q, report) = quantize(&f32_model, &calib, &opts, &mut |_| {}).unwrap();
+//! ```
+//!
+//! # What runs (spec `vimvq-algorithm.md` §1–§5)
+//! Quantized layers: `in_proj`, `x_proj`, `x_proj_b`, `dt_proj`, `dt_proj_b`, `out_proj` of every
+//! block ([`QUANT_ROLES`]); patch embedding, head, conv, `A_log`, `D`, norms, biases and the
+//! position embedding stay f32.
+//!
+//! 1. The f32 prefix (patch embedding, cls token at `P/2`, position embedding) runs on every
+//!    calibration image: the residual stream `r_0`.
+//! 2. For each block `b` in order: `hn = RMSNorm_b(r_b)`, where `r_b` comes from the *already
+//!    quantized* blocks `0..b` (errors propagate, as in the paper); the f32 mixer gives the
+//!    target `y_ref` and the input `X` of each of the six layers, from which `H = XᵀX` is
+//!    accumulated (layer objective, GPTVQ, and every layer's `rel_output_error` in the report).
+//! 3. The block's layers are quantized with the chosen [`QuantMethod`] and [`Objective`]:
+//!    * `vimvq` / `vq4dit`, block objective: k-means init, then `steps` optimiser steps of FCCO
+//!      (+ hull update + IVQ for `vimvq`) on minibatches of `batch` images sampled from the seed,
+//!      loss `rel_mse(mixer_q(hn), y_ref)`, Δ biases trained by RMSprop; then hard.
+//!    * `vimvq` / `vq4dit`, layer objective: [`crate::vq::quantize_layer`] on each layer's
+//!      Hessian-weighted loss (no backprop through the scan; biases stay f32 as trained).
+//!    * `kmeans`: k-means codebook + nearest assignment (no calibration).
+//!    * `gptvq`: Hessian-weighted assignment with GPTQ error feedback, then codebook fine-tuning
+//!      on the layer loss (always layer-wise: it is defined by the Hessians).
+//!    * `rtn`: per-row uniform scalar quantization at the nominal bit width, stored as the
+//!      dequantized f32 weight (the file has no RTN storage); the report counts its ideal bits.
+//! 4. `r_{b+1} = r_b + mixer_q(hn)` with the hard quantized block.
+//!
+//! # Determinism
+//! The output depends only on the model, the images (and their order), and the options, never on
+//! `threads`: every parallel loop splits per-image or per-point work whose results do not depend
+//! on the split, and all reductions run in a fixed order.
+
+mod block;
+mod forward;
+mod report;
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use vimvq_rt::format::Role;
+use vimvq_rt::VimConfig;
+
+use crate::calib::{rel_mse, BlockParams, CalibError};
+use crate::format::{PackedModel, PackedTensor, TensorData};
+use crate::vq::{
+    bits_to_kd, quantize_layer, rtn, HessianAccumulator, LayerObjective, Method, Variant, VqConfig,
+    VqError, VqLayer,
+};
+
+pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
+
+use self::block::{role_shape, set, BlockData, TrainSettings};
+use self::forward::{embed_image, mixer_batch, mixer_batch_taps, parallel_for, rmsnorm_rows};
+
+/// The six linear layers quantized in every block, in calibration order.
+pub const QUANT_ROLES: [Role; 6] = [
+    Role::InProj,
+    Role::XProj,
+    Role::XProjBack,
+    Role::DtProjW,
+    Role::DtProjWBack,
+    Role::OutProj,
+];
+
+/// Δ projections and their biases (the biases the block objective trains).
+pub(crate) const BIAS_ROLES: [(Role, Role); 2] = [
+    (Role::DtProjW, Role::DtProjB),
+    (Role::DtProjWBack, Role::DtProjBBack),
+];
+
+/// Images per chunk of the f32 target / Hessian pass (bounds its memory).
+const TAP_CHUNK: usize = 32;
+
+/// Quantization method (`--method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantMethod {
+    /// ViM-VQ: FCCO with hull update and IVQ (the default).
+    VimVq,
+    /// Per-row uniform scalar round-to-nearest at the nominal bit width.
+    Rtn,
+    /// k-means codebook + nearest assignment, no calibration ("basic VQ").
+    KMeans,
+    /// VQ4DiT: fixed hull of 2, no replacement, argmax at the end; same objective and budget.
+    Vq4dit,
+    /// GPTVQ-style Hessian-weighted assignment with error feedback, then codebook fine-tuning.
+    Gptvq,
+}
+
+impl QuantMethod {
+    /// Every method, as the results table lists them.
+    pub const ALL: [QuantMethod; 5] = [
+        QuantMethod::VimVq,
+        QuantMethod::Rtn,
+        QuantMethod::KMeans,
+        QuantMethod::Vq4dit,
+        QuantMethod::Gptvq,
+    ];
+
+    /// The CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantMethod::VimVq => "vimvq",
+            QuantMethod::Rtn => "rtn",
+            QuantMethod::KMeans => "kmeans",
+            QuantMethod::Vq4dit => "vq4dit",
+            QuantMethod::Gptvq => "gptvq",
+        }
+    }
+}
+
+impl FromStr for QuantMethod {
+    type Err = QuantError;
+
+    /// Parses [`QuantMethod::name`] (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, QuantError> {
+        let l = s.to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == l)
+            .ok_or_else(|| QuantError::Options(format!("unknown method {s:?}")))
+    }
+}
+
+/// Reconstruction objective (`--objective`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// Block outputs (the paper's setting; default).
+    Block,
+    /// Per-layer Hessian-weighted output error (fast mode).
+    Layer,
+}
+
+impl Objective {
+    /// The CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Block => "block",
+            Objective::Layer => "layer",
+        }
+    }
+}
+
+/// Everything [`quantize`] can be told. Every `[decided]` value of the spec has its field here or
+/// in [`VqConfig`], with the spec's default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantOptions {
+    /// Method. Default [`QuantMethod::VimVq`].
+    pub method: QuantMethod,
+    /// Objective of `vimvq` / `vq4dit`. Default [`Objective::Block`].
+    pub objective: Objective,
+    /// k, d, hull, steps, learning rates, λ_r, τ, T_h, schedule, seed, threads.
+    pub vq: VqConfig,
+    /// Calibration images per optimiser step of the block objective. Default 8.
+    pub batch: usize,
+    /// Hull update ("adaptive replacement"); `false` = `--no-hull-update`. Default true.
+    pub hull_update: bool,
+    /// Incremental confirmation (threshold τ and schedule floor); `false` = `--no-ivq`: every
+    /// sub-vector stays soft until one-shot argmax hardening after the last step. Default true.
+    pub ivq: bool,
+    /// Bits of the `rtn` baseline. Default 2.
+    pub rtn_bits: u32,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        Self {
+            method: QuantMethod::VimVq,
+            objective: Objective::Block,
+            vq: VqConfig::default(),
+            batch: 8,
+            hull_update: true,
+            ivq: true,
+            rtn_bits: 2,
+        }
+    }
+}
+
+impl QuantOptions {
+    /// Defaults with `(k, d)` and the RTN bit width of a nominal bit width (3, 2 or 1).
+    pub fn with_bits(bits: u32) -> Result<Self, QuantError> {
+        let (k, d) = bits_to_kd(bits)
+            .ok_or_else(|| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
+        Ok(Self {
+            vq: VqConfig {
+                k,
+                d,
+                ..VqConfig::default()
+            },
+            rtn_bits: bits,
+            ..Self::default()
+        })
+    }
+
+    /// The FCCO settings actually used: `--no-hull-update` sets `hull_every = 0`; `--no-ivq`
+    /// sets τ = 1 (never reached) and the schedule floors to 0.
+    pub fn effective_vq(&self) -> VqConfig {
+        let mut c = self.vq.clone();
+        if !self.hull_update {
+            c.hull_every = 0;
+        }
+        if !self.ivq {
+            c.confirm_threshold = 1.0;
+            c.schedule_floor = [0.0; 4];
+        }
+        c
+    }
+
+    /// The objective that actually runs for this method (`None` for `kmeans` and `rtn`, which
+    /// use no calibration; `gptvq` is always layer-wise).
+    pub fn effective_objective(&self) -> Option<Objective> {
+        match self.method {
+            QuantMethod::Rtn | QuantMethod::KMeans => None,
+            QuantMethod::Gptvq => Some(Objective::Layer),
+            QuantMethod::VimVq | QuantMethod::Vq4dit => Some(self.objective),
+        }
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), QuantError> {
+        self.effective_vq().validate().map_err(QuantError::Vq)?;
+        if self.batch == 0 {
+            return Err(QuantError::Options("--batch must be at least 1".into()));
+        }
+        if self.method == QuantMethod::Rtn && !(1..=16).contains(&self.rtn_bits) {
+            return Err(QuantError::Options(format!(
+                "rtn bits {} out of range 1..=16",
+                self.rtn_bits
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Progress of [`quantize`], for progress bars.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProgressEvent {
+    /// A unit of work starts: a block (block objective) or a layer.
+    Start {
+        /// `block 2` or a tensor name.
+        unit: String,
+        /// 0-based index of the unit.
+        index: usize,
+        /// Number of units.
+        count: usize,
+        /// Optimiser steps the unit will take (0 for one-shot methods).
+        steps: usize,
+    },
+    /// One optimiser step of the current unit is done.
+    Step {
+        /// Steps done.
+        step: usize,
+        /// Step budget.
+        steps: usize,
+        /// Minibatch reconstruction loss before the step.
+        loss: f64,
+        /// Confirmed fraction of the unit's sub-vectors after the step.
+        confirmed: f64,
+    },
+    /// The current unit is done.
+    Done {
+        /// As in `Start`.
+        unit: String,
+        /// Final hard loss (block: relative block MSE on all calibration images; layer: its
+        /// relative output error).
+        loss: f64,
+    },
+}
+
+/// Why quantization failed. Messages are one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantError {
+    /// Invalid options.
+    #[error("{0}")]
+    Options(String),
+    /// Invalid quantizer settings.
+    #[error("{0}")]
+    Vq(VqError),
+    /// No calibration images.
+    #[error("no calibration images")]
+    NoCalibration,
+    /// A calibration image of the wrong size or with non-finite values.
+    #[error("calibration image {index}: {msg}")]
+    BadImage {
+        /// Position in the calibration list.
+        index: usize,
+        /// Details.
+        msg: String,
+    },
+    /// The input model is not a complete all-f32 model.
+    #[error("input model: {0}")]
+    Model(String),
+    /// A mixer could not be assembled.
+    #[error("block {block}: {source}")]
+    Block {
+        /// Block index.
+        block: usize,
+        /// Cause.
+        source: CalibError,
+    },
+    /// A layer could not be quantized.
+    #[error("layers.{block}.{name}: {source}")]
+    Layer {
+        /// Block index.
+        block: usize,
+        /// Torch name of the layer within the block.
+        name: &'static str,
+        /// Cause.
+        source: VqError,
+    },
+    /// The block objective produced a non-finite loss.
+    #[error("block {block}: the calibration loss became non-finite at step {step}; lower the learning rates")]
+    Diverged {
+        /// Block index.
+        block: usize,
+        /// Step.
+        step: usize,
+    },
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl QuantError {
+    fn layer(block: usize, role: Role, source: VqError) -> Self {
+        QuantError::Layer {
+            block,
+            name: role.torch_name(),
+            source,
+        }
+    }
+}
+
+/// Looks up f32 tensors of the input model.
+struct Tensors<'a> {
+    model: &'a PackedModel,
+}
+
+impl<'a> Tensors<'a> {
+    fn get(&self, role: Role, layer: usize) -> Result<&'a [f32], QuantError> {
+        let t = self
+            .model
+            .tensors
+            .iter()
+            .find(|t| t.role == role && t.layer == layer)
+            .ok_or_else(|| {
+                QuantError::Model(format!("tensor {role:?} of layer {layer} is missing"))
+            })?;
+        match &t.data {
+            TensorData::F32(v) => Ok(v),
+            TensorData::Vq { .. } => Err(QuantError::Model(format!(
+                "tensor {role:?} of layer {layer} is already quantized; start from an f32 model"
+            ))),
+        }
+    }
+
+    fn block(&self, cfg: &VimConfig, b: usize) -> Result<BlockParams<f32>, QuantError> {
+        for role in crate::calib::MIXER_ROLES {
+            self.get(role, b)?;
+        }
+        BlockParams::from_roles(cfg, |role| self.get(role, b).ok())
+            .map_err(|source| QuantError::Block { block: b, source })
+    }
+}
+
+/// One quantized layer: role, stored data, dequantized weight, bits (see [`vq_bits`]).
+type Quantized = (Role, TensorData, Vec<f32>, (f64, f64, f64));
+
+/// Bits of a stored layer: `(index bits, codebook bits with f32, codebook bits with f16)`.
+fn vq_bits(l: &VqLayer) -> (f64, f64, f64) {
+    let idx = (l.k as f64).log2() * l.indices.len() as f64;
+    let cb = (l.k * l.d) as f64;
+    (idx, 32.0 * cb, 16.0 * cb)
+}
+
+fn rel_weight_error(w: &[f32], w_hat: &[f32]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&a, &b) in w.iter().zip(w_hat) {
+        let e = a as f64 - b as f64;
+        num += e * e;
+        den += a as f64 * a as f64;
+    }
+    num / den.max(f64::MIN_POSITIVE)
+}
+
+/// Quantizes `model` (all f32, as [`crate::import::to_packed`] makes it) with `opts`, calibrating
+/// on `calib` (normalised CHW images of [`VimConfig::input_len`] values, in a fixed order).
+///
+/// `progress` receives [`ProgressEvent`]s from the calling thread. Returns the quantized model
+/// (preprocessing, labels and every other tensor copied) and the report.
+pub fn quantize(
+    model: &PackedModel,
+    calib: &[Vec<f32>],
+    opts: &QuantOptions,
+    progress: &mut dyn FnMut(ProgressEvent),
+) -> Result<(PackedModel, Report), QuantError> {
+    let start = Instant::now();
+    opts.validate()?;
+    let vq = opts.effective_vq();
+    let cfg = model.config;
+    cfg.check()
+        .map_err(|e| QuantError::Model(format!("invalid config: {e}")))?;
+    if calib.is_empty() {
+        return Err(QuantError::NoCalibration);
+    }
+    for (index, img) in calib.iter().enumerate() {
+        if img.len() != cfg.input_len() {
+            return Err(QuantError::BadImage {
+                index,
+                msg: format!("{} values, the model takes {}", img.len(), cfg.input_len()),
+            });
+        }
+        if img.iter().any(|v| !v.is_finite()) {
+            return Err(QuantError::BadImage {
+                index,
+                msg: "non-finite value".into(),
+            });
+        }
+    }
+    let threads = if vq.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        vq.threads
+    };
+    let tensors = Tensors { model };
+    let (len, d) = (cfg.seq_len(), cfg.embed_dim);
+    let row = len * d;
+    let n_img = calib.len();
+
+    // 1. The f32 prefix: residual stream r_0 of every image.
+    let mut residual = vec![0.0f32; n_img * row];
+    {
+        let w = tensors.get(Role::PatchWeight, 0)?;
+        let w_t = crate::calib::ops::transpose(w, d, cfg.patch_len());
+        let bias = tensors.get(Role::PatchBias, 0)?;
+        let cls = tensors.get(Role::ClsToken, 0)?;
+        let pos = tensors.get(Role::PosEmbed, 0)?;
+        let mut items: Vec<(&Vec<f32>, &mut [f32])> =
+            calib.iter().zip(residual.chunks_exact_mut(row)).collect();
+        parallel_for(
+            &mut items,
+            threads,
+            || (),
+            |_, (img, out)| embed_image(&cfg, &w_t, bias, cls, pos, img, out),
+        );
+    }
+
+    let mut out = model.clone();
+    let mut report = Report::new(opts, &vq, n_img, threads);
+    let (mut bits_idx, mut bits_cb32, mut bits_cb16, mut n_weights) = (0.0, 0.0, 0.0, 0usize);
+    let mut hn = vec![0.0f32; n_img * row];
+    let block_steps = match opts.effective_objective() {
+        Some(Objective::Block) => vq.steps,
+        _ => 0,
+    };
+    for b in 0..cfg.depth {
+        let block_start = Instant::now();
+        let params = tensors.block(&cfg, b)?;
+        let unit = format!("block {b}");
+        progress(ProgressEvent::Start {
+            unit: unit.clone(),
+            index: b,
+            count: cfg.depth,
+            steps: block_steps,
+        });
+        // 2. hn from the quantized prefix; f32 targets and the layers' Hessians.
+        rmsnorm_rows(
+            &residual,
+            tensors.get(Role::Norm, b)?,
+            cfg.norm_eps,
+            &mut hn,
+        );
+        let mut y_ref = vec![0.0f32; n_img * row];
+        let mut hess: Vec<HessianAccumulator> = QUANT_ROLES
+            .iter()
+            .map(|&r| HessianAccumulator::new(role_shape(&params, r).1, threads))
+            .collect();
+        for (h, y) in hn
+            .chunks(TAP_CHUNK * row)
+            .zip(y_ref.chunks_mut(TAP_CHUNK * row))
+        {
+            let (yc, taps) = mixer_batch_taps(&params, h, len, &QUANT_ROLES, threads);
+            y.copy_from_slice(&yc);
+            for (acc, x) in hess.iter_mut().zip(&taps) {
+                acc.add(x).map_err(QuantError::Vq)?;
+            }
+        }
+        let mut objectives = Vec::with_capacity(QUANT_ROLES.len());
+        for (role, acc) in QUANT_ROLES.iter().zip(&hess) {
+            let (rows, cols) = role_shape(&params, *role);
+            let w = params.tensor(*role).ok_or(QuantError::Internal("role"))?;
+            objectives.push(
+                LayerObjective::new(w, rows, cols, &acc.finish(), threads)
+                    .map_err(|e| QuantError::layer(b, *role, e))?,
+            );
+        }
+        drop(hess);
+
+        // 3. Quantize the block's layers.
+        let mut params_q = params.clone();
+        let mut stat = BlockStat {
+            block: b,
+            ..BlockStat::default()
+        };
+        let mut results: Vec<Quantized> = Vec::new();
+        let vq_method = |m: QuantMethod| match m {
+            QuantMethod::KMeans => Method::KMeans,
+            QuantMethod::Gptvq => Method::Gptvq,
+            QuantMethod::Vq4dit => Method::Vq4dit,
+            _ => Method::VimVq,
+        };
+        match (opts.method, opts.effective_objective()) {
+            (QuantMethod::Rtn, _) => {
+                for (role, obj) in QUANT_ROLES.iter().zip(&objectives) {
+                    let r = rtn(obj.weight(), obj.rows(), obj.cols(), opts.rtn_bits)
+                        .map_err(|e| QuantError::layer(b, *role, e))?;
+                    let bits = (r.ideal_bits() as f64, 0.0, 0.0);
+                    results.push((*role, TensorData::F32(r.w_hat.clone()), r.w_hat, bits));
+                }
+            }
+            (m @ (QuantMethod::VimVq | QuantMethod::Vq4dit), Some(Objective::Block)) => {
+                let variant = if m == QuantMethod::Vq4dit {
+                    Variant::Vq4dit
+                } else {
+                    Variant::VimVq
+                };
+                let trained = block::train_block(
+                    &params,
+                    &BlockData {
+                        hn: &hn,
+                        y_ref: &y_ref,
+                        len,
+                    },
+                    &TrainSettings {
+                        vq: &vq,
+                        variant,
+                        batch: opts.batch,
+                        block: b,
+                        threads,
+                    },
+                    progress,
+                )?;
+                for (role, layer) in QUANT_ROLES.iter().zip(trained.layers) {
+                    let w_hat = layer.dequantize();
+                    let bits = vq_bits(&layer);
+                    results.push((*role, layer.into_tensor_data(), w_hat, bits));
+                }
+                for (&(_, brole), v) in BIAS_ROLES.iter().zip(&trained.biases) {
+                    set(&mut params_q, brole, v);
+                }
+                let n = trained.loss_history.len();
+                let w = (n / 10).max(1).min(n);
+                let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+                stat.kmeans_loss = Some(trained.kmeans_loss);
+                if n > 0 {
+                    stat.train_loss_first = Some(mean(&trained.loss_history[..w]));
+                    stat.train_loss_last = Some(mean(&trained.loss_history[n - w..]));
+                }
+                stat.replaced = trained.replaced;
+                stat.train_seconds = trained.train_seconds;
+                stat.steps = n;
+                stat.images_steps_per_second = if trained.train_seconds > 0.0 {
+                    (opts.batch.min(n_img) * n) as f64 / trained.train_seconds
+                } else {
+                    0.0
+                };
+                stat.loss_history = trained.loss_history;
+                stat.confirmed_history = trained.confirmed_history;
+            }
+            (m, _) => {
+                for (role, obj) in QUANT_ROLES.iter().zip(&objectives) {
+                    let lr = quantize_layer(obj, &vq, vq_method(m))
+                        .map_err(|e| QuantError::layer(b, *role, e))?;
+                    let w_hat = lr.layer.dequantize();
+                    let bits = vq_bits(&lr.layer);
+                    results.push((*role, lr.layer.into_tensor_data(), w_hat, bits));
+                }
+            }
+        }
+
+        // Per-layer report, the hard block's loss, and the tensors of the output model.
+        for ((role, data, w_hat, bits), obj) in results.into_iter().zip(&objectives) {
+            set(&mut params_q, role, &w_hat);
+            report.layers.push(LayerStat {
+                name: format!("layers.{b}.{}", role.torch_name()),
+                rows: obj.rows(),
+                cols: obj.cols(),
+                rel_weight_error: rel_weight_error(obj.weight(), &w_hat),
+                rel_output_error: obj.loss(&w_hat),
+            });
+            bits_idx += bits.0;
+            bits_cb32 += bits.1;
+            bits_cb16 += bits.2;
+            n_weights += obj.rows() * obj.cols();
+            replace(&mut out, role, b, data)?;
+        }
+        for (_, brole) in BIAS_ROLES {
+            let v = params_q.tensor(brole).ok_or(QuantError::Internal("bias"))?;
+            replace(&mut out, brole, b, TensorData::F32(v.to_vec()))?;
+        }
+        // 4. Advance the quantized residual stream.
+        let yq = mixer_batch(&params_q, &hn, len, threads);
+        stat.loss = rel_mse(&yq, &y_ref, None);
+        for (r, y) in residual.iter_mut().zip(&yq) {
+            *r += y;
+        }
+        stat.seconds = block_start.elapsed().as_secs_f64();
+        progress(ProgressEvent::Done {
+            unit,
+            loss: stat.loss,
+        });
+        report.blocks.push(stat);
+    }
+    let nw = n_weights.max(1) as f64;
+    report.quantized_weights = n_weights;
+    report.true_bits_per_weight = (bits_idx + bits_cb32) / nw;
+    report.true_bits_per_weight_f16 = (bits_idx + bits_cb16) / nw;
+    let train: f64 = report.blocks.iter().map(|s| s.train_seconds).sum();
+    let img_steps: usize = report
+        .blocks
+        .iter()
+        .map(|s| s.steps * opts.batch.min(n_img))
+        .sum();
+    report.images_steps_per_second = if train > 0.0 {
+        img_steps as f64 / train
+    } else {
+        0.0
+    };
+    report.seconds = start.elapsed().as_secs_f64();
+    report.peak_rss_bytes = peak_rss_bytes();
+    Ok((out, report))
+}
+
+/// Replaces the data of tensor `(role, layer)` of `model`.
+fn replace(
+    model: &mut PackedModel,
+    role: Role,
+    layer: usize,
+    data: TensorData,
+) -> Result<(), QuantError> {
+    let t: &mut PackedTensor = model
+        .tensors
+        .iter_mut()
+        .find(|t| t.role == role && t.layer == layer)
+        .ok_or(QuantError::Internal("output tensor"))?;
+    t.data = data;
+    Ok(())
+}

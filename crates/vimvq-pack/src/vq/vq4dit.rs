@@ -1,0 +1,19 @@
+//! VQ4DiT baseline (spec §5): the FCCO machinery with a fixed hull of the 2 nearest codewords (no
+//! replacement), no incremental confirmation, and one-shot argmax hardening after the last step.
+//! Same codebook initialisation, learning rates, regulariser weight and step budget as ViM-VQ, so
+//! only the method differs. Run it with [`super::train::Variant::Vq4dit`] (block objective) or
+//! [`super::layer_objective::Method::Vq4dit`] (layer objective).
+
+use super::train::VariantSettings;
+
+/// Hull size of VQ4DiT.
+pub const HULL: usize = 2;
+
+/// VQ4DiT's settings: hull of 2, no hull update, no IVQ.
+pub fn settings() -> VariantSettings {
+    VariantSettings {
+        hull: HULL,
+        hull_every: 0,
+        ivq: false,
+    }
+}

@@ -1,0 +1,352 @@
+//! The quantization pipeline (`vimvq_pack::quantize`) on a small synthetic Vim with trained-like
+//! weight magnitudes (`BlockParams::random_vim_like`): determinism (seed, thread count), the
+//! stored form of every method, and that the block objective actually learns.
+//!
+//! The same checks on the bundled Fashion-MNIST model and real calibration images run through the
+//! CLI in `tests/pack_cli.rs` at the workspace root.
+
+use vimvq_pack::calib::{BlockDims, BlockParams};
+use vimvq_pack::format::{PackedModel, PackedTensor, TensorData};
+use vimvq_pack::quantize::{
+    quantize, Objective, ProgressEvent, QuantMethod, QuantOptions, Report, QUANT_ROLES,
+};
+use vimvq_pack::vq::rng::SplitMix64;
+use vimvq_rt::format::Role;
+use vimvq_rt::{Preprocess, VimConfig};
+
+/// D = 32, depth 2, 16×16 RGB input, patch 4 → 16 patches, L = 17; E = 64, N = 8, R = 2.
+fn config() -> VimConfig {
+    VimConfig {
+        embed_dim: 32,
+        depth: 2,
+        patch: 4,
+        stride: 4,
+        img_size: 16,
+        channels: 3,
+        num_classes: 5,
+        d_state: 8,
+        dt_rank: 2,
+        d_conv: 4,
+        d_inner: 64,
+        norm_eps: 1e-5,
+    }
+}
+
+fn model() -> PackedModel {
+    let cfg = config();
+    let mut rng = SplitMix64::new(42);
+    let mut normal =
+        |n: usize, std: f64| -> Vec<f32> { (0..n).map(|_| (std * rng.normal()) as f32).collect() };
+    let mut tensors = Vec::new();
+    let mut push = |role: Role, layer: usize, data: Vec<f32>| {
+        let (rows, cols) = role.shape(&cfg);
+        assert_eq!(data.len(), rows * cols, "{role:?}");
+        tensors.push(PackedTensor {
+            role,
+            layer,
+            rows,
+            cols,
+            data: TensorData::F32(data),
+        });
+    };
+    for role in Role::GLOBAL {
+        let (rows, cols) = role.shape(&cfg);
+        let data = match role {
+            Role::NormF => vec![1.0; cols],
+            Role::PatchWeight => normal(rows * cols, 0.1),
+            _ => normal(rows * cols, 0.2),
+        };
+        push(role, 0, data);
+    }
+    for layer in 0..cfg.depth {
+        let p = BlockParams::<f32>::random_vim_like(BlockDims::from_config(&cfg), layer as u64);
+        for role in Role::LAYER {
+            let data = match role {
+                Role::Norm => normal(cfg.embed_dim, 0.1)
+                    .into_iter()
+                    .map(|v| 1.0 + v)
+                    .collect(),
+                r => p.tensor(r).unwrap().to_vec(),
+            };
+            push(role, layer, data);
+        }
+    }
+    PackedModel {
+        config: cfg,
+        preprocess: Preprocess::imagenet(16),
+        labels: Vec::new(),
+        tensors,
+    }
+}
+
+fn images(n: usize) -> Vec<Vec<f32>> {
+    let mut rng = SplitMix64::new(7);
+    (0..n)
+        .map(|_| {
+            (0..config().input_len())
+                .map(|_| rng.normal() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Small codebooks so that every layer has many more sub-vectors than codewords.
+fn opts(method: QuantMethod, objective: Objective) -> QuantOptions {
+    let mut o = QuantOptions::with_bits(2).unwrap();
+    o.method = method;
+    o.objective = objective;
+    o.vq.k = 16;
+    o.vq.d = 2;
+    o.vq.steps = 60;
+    o.vq.kmeans_iters = 20;
+    o.vq.threads = 1;
+    o
+}
+
+fn run(o: &QuantOptions, calib: &[Vec<f32>]) -> (PackedModel, Report) {
+    quantize(&model(), calib, o, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn same_seed_same_model_for_any_thread_count() {
+    let calib = images(12);
+    for objective in [Objective::Block, Objective::Layer] {
+        let mut o = opts(QuantMethod::VimVq, objective);
+        let (a, _) = run(&o, &calib);
+        let (b, _) = run(&o, &calib);
+        assert_eq!(a, b, "{objective:?}: same seed, same threads");
+        o.vq.threads = 2;
+        let (c, _) = run(&o, &calib);
+        assert_eq!(a, c, "{objective:?}: 1 vs 2 threads");
+        o.vq.threads = 3;
+        let (d, _) = run(&o, &calib);
+        assert_eq!(a, d, "{objective:?}: 1 vs 3 threads");
+        o.vq.seed = 1;
+        let (e, _) = run(&o, &calib);
+        assert_ne!(a, e, "{objective:?}: another seed changes the result");
+    }
+}
+
+#[test]
+fn every_quantized_tensor_is_vq_with_valid_indices() {
+    let calib = images(8);
+    let f32_model = model();
+    for method in [
+        QuantMethod::VimVq,
+        QuantMethod::Vq4dit,
+        QuantMethod::KMeans,
+        QuantMethod::Gptvq,
+    ] {
+        let o = opts(method, Objective::Block);
+        let (q, report) = run(&o, &calib);
+        assert_eq!(q.tensors.len(), f32_model.tensors.len());
+        let mut vq = 0;
+        for (t, t0) in q.tensors.iter().zip(&f32_model.tensors) {
+            assert_eq!(
+                (t.role, t.layer, t.rows, t.cols),
+                (t0.role, t0.layer, t0.rows, t0.cols)
+            );
+            if QUANT_ROLES.contains(&t.role) {
+                let TensorData::Vq {
+                    codebook,
+                    k,
+                    d,
+                    indices,
+                } = &t.data
+                else {
+                    panic!("{method:?}: {:?} of layer {} is not VQ", t.role, t.layer)
+                };
+                assert_eq!((*k, *d), (16, 2));
+                assert_eq!(codebook.len(), 32);
+                assert_eq!(indices.len(), t.rows * t.cols.div_ceil(2));
+                assert!(indices.iter().all(|&i| i < 16), "{method:?}: index >= k");
+                assert!(codebook.iter().all(|v| v.is_finite()));
+                vq += 1;
+            } else if matches!(t.role, Role::DtProjB | Role::DtProjBBack) {
+                assert!(matches!(t.data, TensorData::F32(_)));
+            } else {
+                assert_eq!(t, t0, "{method:?}: {:?} must stay as it was", t.role);
+            }
+        }
+        assert_eq!(vq, 12);
+        assert_eq!(report.layers.len(), 12);
+        assert!((report.bits_per_weight() - 2.0).abs() < 1e-12);
+        // 16 codewords × 2 × 32 bits per layer on top of 2 bits per weight.
+        assert!(report.true_bits_per_weight > 2.0 && report.true_bits_per_weight_f16 > 2.0);
+        assert!(report.true_bits_per_weight > report.true_bits_per_weight_f16);
+        for l in &report.layers {
+            assert!(
+                l.rel_weight_error > 0.0 && l.rel_weight_error < 1.0,
+                "{l:?}"
+            );
+            assert!(l.rel_output_error.is_finite() && l.rel_output_error >= 0.0);
+        }
+    }
+}
+
+#[test]
+fn rtn_stores_dequantized_f32_with_at_most_2_pow_b_levels_per_row() {
+    let calib = images(4);
+    let o = opts(QuantMethod::Rtn, Objective::Block);
+    let (q, report) = run(&o, &calib);
+    for t in q.tensors.iter().filter(|t| QUANT_ROLES.contains(&t.role)) {
+        let TensorData::F32(w) = &t.data else {
+            panic!("rtn must store f32")
+        };
+        for row in w.chunks_exact(t.cols) {
+            let mut levels: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            assert!(levels.len() <= 4, "{:?}: {} levels", t.role, levels.len());
+        }
+    }
+    assert_eq!(report.k_d(), (4, 1));
+    // 2 bits per weight plus 32 bits per row.
+    assert!(report.true_bits_per_weight > 2.0 && report.true_bits_per_weight < 4.0);
+    assert_eq!(report.blocks.iter().map(|b| b.steps).sum::<usize>(), 0);
+}
+
+#[test]
+fn block_objective_learns_and_beats_kmeans() {
+    let calib = images(16);
+    let mut o = opts(QuantMethod::VimVq, Objective::Block);
+    o.vq.steps = 120;
+    let mut steps_seen = 0;
+    let mut last_confirmed = 0.0;
+    let (_, report) = quantize(&model(), &calib, &o, &mut |e| {
+        if let ProgressEvent::Step { confirmed, .. } = e {
+            steps_seen += 1;
+            last_confirmed = confirmed;
+        }
+    })
+    .unwrap();
+    assert_eq!(steps_seen, 2 * 120);
+    assert_eq!(
+        last_confirmed, 1.0,
+        "the schedule floor confirms everything"
+    );
+    for b in &report.blocks {
+        let (first, last) = (b.train_loss_first.unwrap(), b.train_loss_last.unwrap());
+        let km = b.kmeans_loss.unwrap();
+        println!(
+            "block {}: k-means {km:.4e}, train {first:.4e} -> {last:.4e}, final hard {:.4e}",
+            b.block, b.loss
+        );
+        assert_eq!(b.loss_history.len(), 120);
+        // The soft start (convex combinations of the nearest codewords) is below the hard k-means
+        // loss; the last 20 % of the steps train with every assignment hard, and must end well
+        // below the hard start.
+        assert!(
+            last < 0.8 * km,
+            "block {}: hard phase not below k-means",
+            b.block
+        );
+        assert!(
+            b.loss < 0.8 * km,
+            "block {}: not better than k-means",
+            b.block
+        );
+        assert!(b.images_steps_per_second > 0.0);
+    }
+    assert!(report.images_steps_per_second > 0.0);
+    // The k-means method reports the same block loss as the k-means initialisation.
+    let (_, km) = run(&opts(QuantMethod::KMeans, Objective::Block), &calib);
+    assert!(
+        (km.blocks[0].loss - report.blocks[0].kmeans_loss.unwrap()).abs()
+            <= 1e-9 * km.blocks[0].loss
+    );
+
+    // Without IVQ and the ratio regulariser the minibatch loss is the pure soft reconstruction
+    // objective throughout: gradient descent on it must make it fall.
+    o.ivq = false;
+    o.vq.lambda_r = 0.0;
+    let (_, soft) = run(&o, &calib);
+    for b in &soft.blocks {
+        let (first, last) = (b.train_loss_first.unwrap(), b.train_loss_last.unwrap());
+        println!(
+            "block {} (no IVQ): soft loss {first:.4e} -> {last:.4e}",
+            b.block
+        );
+        assert!(
+            last < 0.9 * first,
+            "block {}: soft loss did not decrease",
+            b.block
+        );
+    }
+}
+
+#[test]
+fn ablation_switches_change_the_run() {
+    let calib = images(8);
+    let full = opts(QuantMethod::VimVq, Objective::Block);
+    let mut no_ivq = full.clone();
+    no_ivq.ivq = false;
+    let mut no_hull = full.clone();
+    no_hull.hull_update = false;
+    let (_, r_full) = run(&full, &calib);
+    let (_, r_ivq) = run(&no_ivq, &calib);
+    let (_, r_hull) = run(&no_hull, &calib);
+    // Without IVQ nothing is confirmed during training; without the hull update nothing is replaced.
+    assert!(r_ivq
+        .blocks
+        .iter()
+        .all(|b| b.confirmed_history.iter().all(|&c| c == 0.0)));
+    assert!(r_full
+        .blocks
+        .iter()
+        .all(|b| *b.confirmed_history.last().unwrap() == 1.0));
+    assert!(r_hull.blocks.iter().all(|b| b.replaced == 0));
+    assert!(r_full.blocks.iter().any(|b| b.replaced > 0));
+    assert_eq!(r_hull.effective.hull_every, 0);
+    assert_eq!(r_ivq.effective.confirm_threshold, 1.0);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let o = opts(QuantMethod::VimVq, Objective::Block);
+    let m = model();
+    let e = quantize(&m, &[], &o, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("no calibration images"), "{e}");
+    let e = quantize(&m, &[vec![0.0; 5]], &o, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("calibration image 0"), "{e}");
+    let mut nan = images(1);
+    nan[0][3] = f32::NAN;
+    assert!(quantize(&m, &nan, &o, &mut |_| {}).is_err());
+    let mut bad = o.clone();
+    bad.batch = 0;
+    assert!(quantize(&m, &images(1), &bad, &mut |_| {}).is_err());
+    // An already quantized model is refused.
+    let (q, _) = run(&o, &images(2));
+    let e = quantize(&q, &images(2), &o, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("already quantized"), "{e}");
+}
+
+#[test]
+fn report_json_has_the_cli_fields() {
+    let (_, r) = run(&opts(QuantMethod::Vq4dit, Objective::Layer), &images(4));
+    let j = r.to_json();
+    for key in [
+        "method",
+        "k",
+        "d",
+        "bits_per_weight",
+        "true_bits_per_weight",
+        "calib_images",
+        "seconds",
+        "peak_rss_bytes",
+        "layers",
+    ] {
+        assert!(j.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(j["method"], "vq4dit");
+    assert_eq!(j["objective"], "layer");
+    assert_eq!(j["calib_images"], 4);
+    assert_eq!(j["layers"].as_array().unwrap().len(), 12);
+    assert_eq!(j["layers"][0]["name"], "layers.0.mixer.in_proj.weight");
+    assert_eq!(j["layers"][11]["name"], "layers.1.mixer.out_proj.weight");
+    for l in j["layers"].as_array().unwrap() {
+        assert!(l["rel_weight_error"].as_f64().unwrap() > 0.0);
+        assert!(l["rel_output_error"].as_f64().unwrap() > 0.0);
+    }
+    assert!(j["peak_rss_bytes"].as_u64().unwrap() > 0);
+}

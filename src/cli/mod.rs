@@ -1,0 +1,294 @@
+//! The subcommands and what they share: error reporting, model loading, labels, top-k.
+
+pub mod classify;
+pub mod eval;
+pub mod import;
+pub mod inspect;
+pub mod pack;
+pub mod run;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use vimvq_rt::format::ModelFile;
+use vimvq_rt::model::Model;
+
+/// Most threads `--threads` accepts.
+pub const MAX_THREADS: u64 = 256;
+
+/// `--threads N`: 1 ..= [`MAX_THREADS`].
+pub fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
+}
+
+/// Resize filter names on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterpolationArg {
+    /// PIL bicubic (a = −0.5, antialiased).
+    Bicubic,
+    /// PIL bilinear (antialiased).
+    Bilinear,
+}
+
+impl From<InterpolationArg> for vimvq_rt::Interpolation {
+    fn from(a: InterpolationArg) -> Self {
+        match a {
+            InterpolationArg::Bicubic => vimvq_rt::Interpolation::Bicubic,
+            InterpolationArg::Bilinear => vimvq_rt::Interpolation::Bilinear,
+        }
+    }
+}
+
+/// The MODEL OPTIONS of cli.md (`import`, `pack`): override the checkpoint's metadata.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModelOptionArgs {
+    /// Input side in pixels [default: from the checkpoint, else 224]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub img_size: Option<u32>,
+    /// Shorter image side after resizing [default: img-size / 0.875]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub resize: Option<u32>,
+    /// Centre crop side [default: img-size]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub crop: Option<u32>,
+    /// Per-channel mean on the [0, 1] scale, `a,b,c` (one value for all channels is fine)
+    /// [default: ImageNet]
+    #[arg(long, value_name = "a,b,c", value_parser = parse_triple, allow_hyphen_values = true)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel std on the [0, 1] scale, `a,b,c` [default: ImageNet]
+    #[arg(long, value_name = "a,b,c", value_parser = parse_triple)]
+    pub std: Option<[f32; 3]>,
+    /// Resize filter [default: bicubic]
+    #[arg(long, value_enum, value_name = "FILTER")]
+    pub interpolation: Option<InterpolationArg>,
+    /// Class names, one per line
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<std::path::PathBuf>,
+}
+
+impl ModelOptionArgs {
+    /// The importer's options (reads the labels file).
+    pub fn to_options(&self) -> Result<vimvq_pack::import::ModelOptions> {
+        let labels = match &self.labels {
+            Some(p) => {
+                let l = read_labels(p)?;
+                if l.is_empty() {
+                    bail!("{}: labels file is empty", p.display());
+                }
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(vimvq_pack::import::ModelOptions {
+            img_size: self.img_size,
+            resize: self.resize,
+            crop: self.crop,
+            mean: self.mean,
+            std: self.std,
+            interpolation: self.interpolation.map(Into::into),
+            labels,
+        })
+    }
+}
+
+/// Parses `a,b,c` (or a single value, used for every channel) into finite f32s.
+fn parse_triple(s: &str) -> std::result::Result<[f32; 3], String> {
+    let vals: Vec<f32> = s
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("{:?} is not a number", v.trim()))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    if vals.iter().any(|v| !v.is_finite()) {
+        return Err("values must be finite".into());
+    }
+    match vals[..] {
+        [a] => Ok([a; 3]),
+        [a, b, c] => Ok([a, b, c]),
+        _ => Err(format!(
+            "expected 1 or 3 comma-separated values, got {}",
+            vals.len()
+        )),
+    }
+}
+
+/// Prints `error: <message>` as one line on stderr. The message is the whole `anyhow` context
+/// chain (`outer: inner: cause`), with any line breaks folded.
+pub fn print_error(e: &anyhow::Error) {
+    let msg = one_line(&format!("{e:#}"));
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {msg}");
+}
+
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Handles a clap error: `--help`/`--version` print normally (exit 0); a usage error becomes one
+/// `error: …` line (exit 2), keeping clap's explanation but not its usage block.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        _ => {}
+    }
+    let text = e.to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(
+                line.strip_prefix("error:")
+                    .unwrap_or(line)
+                    .trim()
+                    .to_owned(),
+            );
+        }
+    }
+    let mut msg = parts.join(" ");
+    if msg.is_empty() {
+        msg = "invalid command line".into();
+    }
+    let _ = writeln!(std::io::stderr().lock(), "error: {msg} (see --help)");
+    ExitCode::from(2)
+}
+
+/// `path: reason` for an I/O error, with "no such file" for the common case.
+pub fn io_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("{}: no such file", path.display()),
+        std::io::ErrorKind::PermissionDenied => anyhow!("{}: permission denied", path.display()),
+        _ => anyhow!("{}: {e}", path.display()),
+    }
+}
+
+/// Opens a `.vimvq` file with the memory-mapping, 64-byte-aligned loader.
+pub fn open_model(path: &Path) -> Result<ModelFile> {
+    if path.is_dir() {
+        bail!("{}: is a directory, not a .vimvq model", path.display());
+    }
+    ModelFile::open(path).map_err(|e| io_error(path, &e))
+}
+
+/// Validates the file (checksums included) and returns the model view.
+pub fn parse_model<'f>(path: &Path, file: &'f ModelFile) -> Result<Model<'f>> {
+    file.model()
+        .map_err(|e| anyhow!("{}: invalid .vimvq model: {e}", path.display()))
+}
+
+/// Reads class names, one per line (a trailing newline and `\r` line ends are fine).
+pub fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: labels file is not UTF-8 text", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect())
+}
+
+/// Labels for output: a `--labels` file (which must have one name per class) or the model's.
+pub fn output_labels(model: &Model<'_>, file: Option<&Path>) -> Result<Vec<String>> {
+    let classes = model.config().num_classes;
+    match file {
+        Some(p) => {
+            let l = read_labels(p)?;
+            if l.len() != classes {
+                bail!(
+                    "{}: {} labels, but the model has {classes} classes",
+                    p.display(),
+                    l.len()
+                );
+            }
+            Ok(l)
+        }
+        None => Ok(model.labels().map(str::to_owned).collect()),
+    }
+}
+
+/// Numerically stable softmax in f64, returned as f32 probabilities.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|&e| (e / sum) as f32).collect()
+}
+
+/// Indices of the `k` largest logits, largest first; ties go to the lower class index, NaN
+/// sorts last.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (x, y) = (logits[a], logits[b]);
+        match (x.is_nan(), y.is_nan()) {
+            (true, true) => a.cmp(&b),
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => y.total_cmp(&x).then(a.cmp(&b)),
+        }
+    });
+    idx.truncate(k);
+    idx
+}
+
+/// True if progress bars may be drawn (stderr is a terminal and JSON was not asked for).
+pub fn progress_allowed(json: bool) -> bool {
+    !json && std::io::stderr().is_terminal()
+}
+
+/// Writes `s` plus a newline to stdout; a closed pipe is not an error worth a panic.
+pub fn print_line(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{s}").and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_and_breaks_ties() {
+        let l = [1.0, 3.0, f32::NAN, 3.0, -2.0];
+        assert_eq!(top_k(&l, 3), vec![1, 3, 0]);
+        assert_eq!(top_k(&l, 10), vec![1, 3, 0, 4, 2]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let p = softmax(&[1000.0, 1000.0, -1000.0]);
+        assert!((p[0] - 0.5).abs() < 1e-6 && (p[1] - 0.5).abs() < 1e-6 && p[2] == 0.0);
+    }
+
+    #[test]
+    fn errors_fold_to_one_line() {
+        assert_eq!(one_line("a\n  b\r\nc\n"), "a b c");
+    }
+}

@@ -1,0 +1,531 @@
+//! `vimvq pack CHECKPOINT -o OUT.vimvq --calib DIR`: checkpoint → vector-quantized `.vimvq`
+//! (ViM-VQ or a baseline), calibrated on images preprocessed exactly as `run`/`eval` do.
+//!
+//! Calibration set: every image below DIR (an ImageFolder or a flat folder; jpg, jpeg, png, bmp,
+//! webp), sorted by path, shuffled with `--seed`; the first `--calib-count` that decode are used
+//! (an image that does not decode is skipped with a warning and counted in the report). Same
+//! inputs and seed → byte-identical output, for any `--threads`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use vimvq_pack::format::{writer, PackedModel};
+use vimvq_pack::import;
+use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
+use vimvq_pack::vq::rng::SplitMix64;
+use vimvq_pack::vq::VqConfig;
+use vimvq_rt::preprocess::Plan;
+
+use super::{io_error, print_line, progress_allowed, threads_parser, ModelOptionArgs};
+use crate::image_io::{self, has_image_extension};
+
+/// `--method`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodArg {
+    /// ViM-VQ: FCCO + hull update + incremental confirmation
+    Vimvq,
+    /// Per-row uniform round-to-nearest scalar quantization (stored dequantized as f32)
+    Rtn,
+    /// k-means codebook + nearest assignment, no calibration
+    Kmeans,
+    /// VQ4DiT: fixed hull of 2, no replacement, argmax at the end
+    Vq4dit,
+    /// Hessian-weighted assignment with GPTQ-style error feedback
+    Gptvq,
+}
+
+impl From<MethodArg> for QuantMethod {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Vimvq => QuantMethod::VimVq,
+            MethodArg::Rtn => QuantMethod::Rtn,
+            MethodArg::Kmeans => QuantMethod::KMeans,
+            MethodArg::Vq4dit => QuantMethod::Vq4dit,
+            MethodArg::Gptvq => QuantMethod::Gptvq,
+        }
+    }
+}
+
+/// `--objective`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectiveArg {
+    /// Block outputs, backprop through the whole Mamba block (the paper's setting)
+    Block,
+    /// Per-layer Hessian-weighted output error (fast)
+    Layer,
+}
+
+/// Arguments of `vimvq pack`.
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// PyTorch checkpoint (.pth) or .safetensors, f32 weights
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// Output model; written to a temporary file and renamed, so it is never left partial
+    #[arg(short = 'o', long = "output", value_name = "OUT.vimvq")]
+    pub output: PathBuf,
+    /// Calibration images: an ImageFolder (DIR/<class>/<image>) or a flat folder
+    #[arg(long, value_name = "DIR")]
+    pub calib: PathBuf,
+    /// Quantization method
+    #[arg(long, value_enum, default_value_t = MethodArg::Vimvq)]
+    pub method: MethodArg,
+    /// Nominal bits per weight: 3 → k=64 d=2, 2 → k=256 d=4, 1 → k=256 d=8 [default: 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3), conflicts_with_all = ["k", "d"])]
+    pub bits: Option<u32>,
+    /// Codewords per layer codebook (with --d; 1..=65536)
+    #[arg(long, value_name = "K", requires = "d", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub k: Option<u64>,
+    /// Sub-vector length (with --k; 1..=16)
+    #[arg(long, value_name = "D", requires = "k", value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub d: Option<u64>,
+    /// Reconstruction objective of vimvq and vq4dit
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Block)]
+    pub objective: ObjectiveArg,
+    /// Calibration images to use
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub calib_count: u64,
+    /// Optimiser steps per block (block objective) or per layer (layer objective)
+    #[arg(long, value_name = "N", default_value_t = VqConfig::default().steps as u64, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub steps: u64,
+    /// FCCO hull size n (candidate codewords per sub-vector)
+    #[arg(long, value_name = "N", default_value_t = VqConfig::default().hull as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub hull: u64,
+    /// Seed of k-means++, the calibration subset and the minibatches
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (results do not depend on it) [default: all cores]
+    #[arg(long, value_name = "N", value_parser = threads_parser())]
+    pub threads: Option<usize>,
+    /// Write the JSON report (docs/QUANTIZATION.md) to this file
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Calibration images per optimiser step (block objective)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch: u64,
+    /// Weight λ_r of the ratio regulariser
+    #[arg(long, value_name = "X", default_value_t = VqConfig::default().lambda_r)]
+    pub lambda_r: f32,
+    /// Confirmation threshold τ on the largest ratio (1 disables threshold confirmation)
+    #[arg(long, value_name = "X", default_value_t = VqConfig::default().confirm_threshold)]
+    pub confirm_threshold: f32,
+    /// RMSprop learning rate of the logits
+    #[arg(long, value_name = "X", default_value_t = VqConfig::default().lr_logits)]
+    pub lr_logits: f32,
+    /// RMSprop learning rate of the codebooks
+    #[arg(long, value_name = "X", default_value_t = VqConfig::default().lr_codebook)]
+    pub lr_codebook: f32,
+    /// RMSprop learning rate of the Δ biases (block objective)
+    #[arg(long, value_name = "X", default_value_t = VqConfig::default().lr_bias)]
+    pub lr_bias: f32,
+    /// Hull update period T_h in steps (0 = never)
+    #[arg(long, value_name = "N", default_value_t = VqConfig::default().hull_every as u64)]
+    pub hull_every: u64,
+    /// Lloyd iterations of the k-means initialisation
+    #[arg(long, value_name = "N", default_value_t = VqConfig::default().kmeans_iters as u64)]
+    pub kmeans_iters: u64,
+    /// Ablation: never replace hull members
+    #[arg(long)]
+    pub no_hull_update: bool,
+    /// Ablation: no incremental confirmation (every assignment soft until argmax at the end)
+    #[arg(long)]
+    pub no_ivq: bool,
+    /// State dict to read from a .pth dict (usually `model` or `model_ema`) [default: model]
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    #[command(flatten)]
+    pub model: ModelOptionArgs,
+}
+
+impl PackArgs {
+    /// The pipeline options.
+    pub fn options(&self) -> Result<QuantOptions> {
+        let usize_of = |v: u64, what: &str| {
+            usize::try_from(v).map_err(|_| anyhow!("--{what} {v}: too large for this machine"))
+        };
+        let mut o = match (self.k, self.d) {
+            (Some(k), Some(d)) => {
+                let (k, d) = (usize_of(k, "k")?, usize_of(d, "d")?);
+                let mut o = QuantOptions::default();
+                o.vq.k = k;
+                o.vq.d = d;
+                // RTN at the same nominal width, rounded, at least 1 bit.
+                o.rtn_bits = ((k as f64).log2() / d as f64).round().clamp(1.0, 16.0) as u32;
+                o
+            }
+            _ => QuantOptions::with_bits(self.bits.unwrap_or(2))?,
+        };
+        o.method = self.method.into();
+        o.objective = match self.objective {
+            ObjectiveArg::Block => Objective::Block,
+            ObjectiveArg::Layer => Objective::Layer,
+        };
+        o.batch = usize_of(self.batch, "batch")?;
+        o.hull_update = !self.no_hull_update;
+        o.ivq = !self.no_ivq;
+        let v = &mut o.vq;
+        v.steps = usize_of(self.steps, "steps")?;
+        v.hull = usize_of(self.hull, "hull")?;
+        v.seed = self.seed;
+        v.threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        v.lambda_r = self.lambda_r;
+        v.confirm_threshold = self.confirm_threshold;
+        v.lr_logits = self.lr_logits;
+        v.lr_codebook = self.lr_codebook;
+        v.lr_bias = self.lr_bias;
+        v.hull_every = usize_of(self.hull_every, "hull-every")?;
+        v.kmeans_iters = usize_of(self.kmeans_iters, "kmeans-iters")?;
+        o.validate().map_err(|e| anyhow!("{e}"))?;
+        Ok(o)
+    }
+}
+
+/// Every image file below `dir` (recursively), sorted by path bytes.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let md = std::fs::metadata(dir).map_err(|e| io_error(dir, &e))?;
+    if !md.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out, 0)?;
+    out.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    if out.is_empty() {
+        bail!(
+            "{}: no calibration images ({}) in the folder or its sub-folders",
+            dir.display(),
+            image_io::EXTENSIONS.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+    if depth > 64 {
+        bail!("{}: folders nested too deeply (link loop?)", dir.display());
+    }
+    for e in std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))? {
+        let path = e.map_err(|e| io_error(dir, &e))?.path();
+        if path.is_dir() {
+            walk(&path, out, depth + 1)?;
+        } else if has_image_extension(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The calibration images: decoded and preprocessed with the model's stored transform.
+pub struct CalibSet {
+    /// Normalised CHW images.
+    pub images: Vec<Vec<f32>>,
+    /// Files that did not decode or preprocess (warned about).
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Image files found.
+    pub found: usize,
+}
+
+/// Picks and preprocesses up to `count` images of `dir` for `model` (see the module docs).
+pub fn load_calibration(
+    dir: &Path,
+    model: &PackedModel,
+    count: usize,
+    seed: u64,
+    mut warn: impl FnMut(&Path, &str),
+) -> Result<CalibSet> {
+    let mut files = list_images(dir)?;
+    let found = files.len();
+    // Fisher–Yates with the run's seed: the subset covers every class of an ImageFolder.
+    let mut rng = SplitMix64::new(seed ^ 0x0ca1_b1a7_e5e7_0000);
+    for i in (1..files.len()).rev() {
+        let j = rng.below(i + 1);
+        files.swap(i, j);
+    }
+    let c = model.config;
+    let mut images = Vec::with_capacity(count.min(found));
+    let mut skipped = Vec::new();
+    let mut scratch = Vec::new();
+    for path in files {
+        if images.len() >= count {
+            break;
+        }
+        let one = |scratch: &mut Vec<u8>| -> Result<Vec<f32>> {
+            let img = image_io::decode(&path)?;
+            let plan = Plan::new(
+                img.width,
+                img.height,
+                img.format,
+                &model.preprocess,
+                c.channels,
+            )
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            if plan.output_len() != c.input_len() {
+                bail!(
+                    "{}: preprocessing yields {} values, the model takes {}",
+                    path.display(),
+                    plan.output_len(),
+                    c.input_len()
+                );
+            }
+            if scratch.len() < plan.scratch_bytes() {
+                scratch.resize(plan.scratch_bytes(), 0);
+            }
+            let mut x = vec![0.0f32; c.input_len()];
+            plan.run(&img.as_ref(), &mut x, scratch)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            Ok(x)
+        };
+        match one(&mut scratch) {
+            Ok(x) => images.push(x),
+            Err(e) => {
+                let msg = super::one_line(&format!("{e:#}"));
+                warn(&path, &msg);
+                skipped.push((path, msg));
+            }
+        }
+    }
+    if images.is_empty() {
+        bail!(
+            "{}: none of the {found} calibration images could be decoded",
+            dir.display()
+        );
+    }
+    Ok(CalibSet {
+        images,
+        skipped,
+        found,
+    })
+}
+
+/// Progress bars on stderr (hidden when it is not a terminal).
+struct Bars {
+    enabled: bool,
+    bar: Option<ProgressBar>,
+    units: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn event(&mut self, e: ProgressEvent) {
+        if !self.enabled {
+            return;
+        }
+        match e {
+            ProgressEvent::Start {
+                unit,
+                index,
+                count,
+                steps,
+            } => {
+                if steps > 0 {
+                    let b = ProgressBar::new(steps as u64);
+                    if let Ok(s) = ProgressStyle::with_template(
+                        "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
+                    ) {
+                        b.set_style(s);
+                    }
+                    b.set_prefix(format!("{unit} ({}/{count})", index + 1));
+                    self.bar = Some(b);
+                } else {
+                    let b = self.units.get_or_insert_with(|| {
+                        let b = ProgressBar::new(count as u64);
+                        if let Ok(s) =
+                            ProgressStyle::with_template("{bar:30} {pos}/{len} blocks {msg}")
+                        {
+                            b.set_style(s);
+                        }
+                        b
+                    });
+                    b.set_message(unit);
+                }
+            }
+            ProgressEvent::Step {
+                step,
+                loss,
+                confirmed,
+                ..
+            } => {
+                if let Some(b) = &self.bar {
+                    b.set_position(step as u64);
+                    b.set_message(format!(
+                        "loss {loss:.3e} confirmed {:.0}%",
+                        100.0 * confirmed
+                    ));
+                }
+            }
+            ProgressEvent::Done { unit, loss } => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                    b.println(format!("{unit}: block loss {loss:.4e}"));
+                }
+                if let Some(b) = &self.units {
+                    b.inc(1);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if let Some(b) = self.units.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let res = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(path, &e));
+    }
+    Ok(())
+}
+
+/// Runs `vimvq pack`.
+pub fn run(a: PackArgs) -> Result<()> {
+    let start = Instant::now();
+    let opts = a.options()?;
+    let mopts = a.model.to_options()?;
+    let ck = import::load(&a.checkpoint, a.key.as_deref())?;
+    let f32_model =
+        import::to_packed(&ck, &mopts).map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
+    drop(ck);
+    let count = usize::try_from(a.calib_count).unwrap_or(usize::MAX);
+    let calib = load_calibration(&a.calib, &f32_model, count, a.seed, |p, msg| {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: skipping calibration image {}: {msg}",
+            p.display()
+        );
+    })?;
+    let mut bars = Bars {
+        enabled: progress_allowed(false),
+        bar: None,
+        units: None,
+    };
+    let result = quantize(&f32_model, &calib.images, &opts, &mut |e| bars.event(e));
+    bars.finish();
+    let (q, report) = result.map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
+    drop(f32_model);
+
+    let bytes = writer::to_bytes(&q).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut json = report.to_json();
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("seconds".into(), seconds.into());
+        obj.insert("quantize_seconds".into(), report.seconds.into());
+        obj.insert(
+            "peak_rss_bytes".into(),
+            vimvq_pack::quantize::peak_rss_bytes().into(),
+        );
+        obj.insert("skipped_images".into(), calib.skipped.len().into());
+        obj.insert("found_images".into(), calib.found.into());
+        obj.insert("file_bytes".into(), bytes.len().into());
+        obj.insert(
+            "checkpoint".into(),
+            a.checkpoint.display().to_string().into(),
+        );
+    }
+    let report_text = serde_json::to_string_pretty(&json)? + "\n";
+    writer::write_file(&q, &a.output).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
+    if let Some(path) = &a.report {
+        if let Err(e) = write_atomic(path, report_text.as_bytes()) {
+            let _ = std::fs::remove_file(&a.output);
+            return Err(e);
+        }
+    }
+    let (k, d) = report.k_d();
+    let objective = opts
+        .effective_objective()
+        .map_or("no calibration", |o| match o {
+            Objective::Block => "block objective",
+            Objective::Layer => "layer objective",
+        });
+    print_line(&format!(
+        "wrote {}: {} k={k} d={d} ({objective}), {} weights at {:.2} bits ({:.2} incl. f32 codebooks, {:.2} with f16); \
+         {} calibration images ({} skipped); {:.1} s; {} bytes",
+        a.output.display(),
+        opts.method.name(),
+        report.quantized_weights,
+        report.bits_per_weight(),
+        report.true_bits_per_weight,
+        report.true_bits_per_weight_f16,
+        calib.images.len(),
+        calib.skipped.len(),
+        seconds,
+        bytes.len(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: PackArgs,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<PackArgs, clap::Error> {
+        let mut v = vec!["t", "ck.safetensors", "-o", "o.vimvq", "--calib", "dir"];
+        v.extend_from_slice(args);
+        T::try_parse_from(v).map(|t| t.a)
+    }
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let o = parse(&[]).unwrap().options().unwrap();
+        let d = QuantOptions::with_bits(2).unwrap();
+        assert_eq!(o.method, QuantMethod::VimVq);
+        assert_eq!(o.objective, Objective::Block);
+        assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.vq.steps), (256, 4, 4, 300));
+        assert_eq!(o.batch, 8);
+        let mut v = o.vq.clone();
+        v.threads = 0;
+        assert_eq!(v, d.vq);
+    }
+
+    #[test]
+    fn bits_k_d_and_switches() {
+        let o = parse(&["--bits", "1", "--method", "rtn"])
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!((o.vq.k, o.vq.d, o.rtn_bits), (256, 8, 1));
+        let o = parse(&["--k", "16", "--d", "2", "--no-ivq", "--no-hull-update"])
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(
+            (o.vq.k, o.vq.d, o.rtn_bits, o.ivq, o.hull_update),
+            (16, 2, 2, false, false)
+        );
+        assert!(parse(&["--bits", "2", "--k", "16", "--d", "2"]).is_err());
+        assert!(parse(&["--k", "16"]).is_err());
+        assert!(parse(&["--bits", "4"]).is_err());
+        assert!(parse(&["--lambda-r=-1"]).unwrap().options().is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! `--tensor X.npy` input: float32 arrays of shape (N, C, H, W) or (C, H, W).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use npyz::{DType, NpyFile, Order, TypeChar};
+
+/// A batch of already-normalised CHW images.
+#[derive(Debug)]
+pub struct Batch {
+    /// `n · C · H · W` values, C order.
+    pub data: Vec<f32>,
+}
+
+/// Reads `path` and checks it holds float32 images of shape `(C, H, W) = (channels, side, side)`
+/// (with or without a leading batch axis). The whole file is read first, so a header that
+/// claims more data than the file holds is an error, not a huge allocation.
+pub fn read_batch(path: &Path, channels: usize, side: usize) -> Result<Batch> {
+    let bytes = std::fs::read(path).map_err(|e| crate::cli::io_error(path, &e))?;
+    let file = NpyFile::new(&bytes[..])
+        .map_err(|e| anyhow!("{}: not a .npy file: {e}", path.display()))?;
+    let shape: Vec<u64> = file.shape().to_vec();
+    let shown = format!(
+        "({})",
+        shape
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match file.dtype() {
+        DType::Plain(t) if t.type_char() == TypeChar::Float && t.size_field() == 4 => {}
+        other => bail!(
+            "{}: dtype {} is not float32",
+            path.display(),
+            match other {
+                DType::Plain(t) => t.to_string(),
+                _ => "structured".into(),
+            }
+        ),
+    }
+    if file.order() == Order::Fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
+        bail!(
+            "{}: Fortran-ordered array; save it C-contiguous (np.ascontiguousarray)",
+            path.display()
+        );
+    }
+    let want = [channels as u64, side as u64, side as u64];
+    let n = match shape.as_slice() {
+        [c, h, w] if [*c, *h, *w] == want => 1,
+        [n, c, h, w] if [*c, *h, *w] == want => *n,
+        _ => bail!(
+            "{}: shape {shown} does not match the model input ({channels}, {side}, {side}) \
+             or (N, {channels}, {side}, {side})",
+            path.display()
+        ),
+    };
+    if n == 0 {
+        bail!("{}: shape {shown} holds no images", path.display());
+    }
+    let per = (channels * side * side) as u64;
+    let total = n
+        .checked_mul(per)
+        .filter(|t| t.checked_mul(4).is_some_and(|b| b <= bytes.len() as u64))
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: shape {shown} needs more data than the file holds (truncated?)",
+                path.display()
+            )
+        })?;
+    let data: Vec<f32> = file
+        .into_vec()
+        .map_err(|e| anyhow!("{}: cannot read array data: {e}", path.display()))?;
+    if data.len() as u64 != total {
+        bail!(
+            "{}: {} values, shape {shown} needs {total}",
+            path.display(),
+            data.len()
+        );
+    }
+    Ok(Batch { data })
+}

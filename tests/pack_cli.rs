@@ -1,0 +1,386 @@
+//! `vimvq pack` end to end: a CI regression test on the bundled Fashion-MNIST model (2 bits, small
+//! budget, evaluated on real test images), byte-identical output for a seed, the report, and the
+//! error paths (empty / missing folder, corrupt images).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const DATA: &str = "/usr/share/datasets/fashion-mnist";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pack_cli-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn vimvq<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_vimvq"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    o
+}
+
+fn ok<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    let o = vimvq(args);
+    assert!(
+        o.status.success(),
+        "vimvq failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Reads a gzipped IDX file: (dims, bytes).
+fn read_idx(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let f = fs::File::open(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (install Debian's dataset-fashion-mnist)",
+            path.display()
+        )
+    });
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(f)
+        .read_to_end(&mut raw)
+        .unwrap();
+    assert_eq!(&raw[..3], &[0, 0, 8]);
+    let nd = raw[3] as usize;
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(raw[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    (dims, raw[4 + 4 * nd..].to_vec())
+}
+
+/// Writes every `step`-th Fashion-MNIST test image as `DIR/<label>/<index>.png`; returns the count.
+fn write_test_subset(dir: &Path, step: usize) -> usize {
+    let (idims, images) = read_idx(&Path::new(DATA).join("t10k-images-idx3-ubyte.gz"));
+    let (_, labels) = read_idx(&Path::new(DATA).join("t10k-labels-idx1-ubyte.gz"));
+    assert_eq!(idims, [10_000, 28, 28]);
+    let mut n = 0;
+    for (i, (px, &y)) in images.chunks_exact(784).zip(&labels).enumerate() {
+        if i % step != 0 {
+            continue;
+        }
+        let d = dir.join(format!("{y}"));
+        fs::create_dir_all(&d).unwrap();
+        image::GrayImage::from_raw(28, 28, px.to_vec())
+            .unwrap()
+            .save(d.join(format!("{i:05}.png")))
+            .unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn eval_json(model: &Path, data: &Path, reference: Option<&Path>) -> Value {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("eval"),
+        model.as_os_str(),
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--threads"),
+        OsStr::new("2"),
+        OsStr::new("--json"),
+    ];
+    if let Some(r) = reference {
+        args.push(OsStr::new("--reference"));
+        args.push(r.as_os_str());
+    }
+    serde_json::from_slice(&ok(&args).stdout).unwrap()
+}
+
+/// The CI regression test: 2 bits, 60 steps per block, 64 calibration images.
+///
+/// Floor: the full-budget run (300 steps, 256 images) is in docs/RESULTS.md; this reduced budget
+/// must still stay within a few points of f32. On 2,000 test images one point of top-1 is 20
+/// images, and the binomial noise of a ~90 % accuracy is ±0.7 points (1σ), so the floors below
+/// leave ~3σ of room under the value measured when this test was written while still failing on
+/// any real regression (k-means without calibration sits several points lower; see RESULTS.md).
+#[test]
+fn pack_bundled_model_2bit_small_budget() {
+    let st = root().join("models/fashion-mnist/vim_fmnist.safetensors");
+    assert!(
+        st.exists(),
+        "{}: the bundled model is missing",
+        st.display()
+    );
+    let calib = root().join("models/fashion-mnist/calib");
+    let dir = tmp("bundled");
+    let test = dir.join("test");
+    let n = write_test_subset(&test, 5);
+    assert_eq!(n, 2000);
+
+    let f32m = dir.join("f32.vimvq");
+    ok(&[
+        OsStr::new("import"),
+        st.as_os_str(),
+        OsStr::new("-o"),
+        f32m.as_os_str(),
+    ]);
+    let pack = |out: &Path, report: &Path, threads: &str| {
+        let t = std::time::Instant::now();
+        let o = ok(&[
+            OsStr::new("pack"),
+            st.as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+            OsStr::new("--calib"),
+            calib.as_os_str(),
+            OsStr::new("--bits"),
+            OsStr::new("2"),
+            OsStr::new("--steps"),
+            OsStr::new("60"),
+            OsStr::new("--calib-count"),
+            OsStr::new("64"),
+            OsStr::new("--threads"),
+            OsStr::new(threads),
+            OsStr::new("--report"),
+            report.as_os_str(),
+        ]);
+        println!(
+            "pack ({threads} threads): {:.1} s: {}",
+            t.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+    };
+    let (q, rep) = (dir.join("q.vimvq"), dir.join("q.json"));
+    pack(&q, &rep, "2");
+
+    let r: Value = serde_json::from_str(&fs::read_to_string(&rep).unwrap()).unwrap();
+    for key in [
+        "method",
+        "k",
+        "d",
+        "bits_per_weight",
+        "true_bits_per_weight",
+        "calib_images",
+        "seconds",
+        "peak_rss_bytes",
+        "layers",
+    ] {
+        assert!(r.get(key).is_some(), "report lacks {key}");
+    }
+    assert_eq!(r["method"], "vimvq");
+    assert_eq!((r["k"].as_u64(), r["d"].as_u64()), (Some(256), Some(4)));
+    assert_eq!(r["bits_per_weight"].as_f64(), Some(2.0));
+    assert_eq!(r["calib_images"].as_u64(), Some(64));
+    assert_eq!(r["skipped_images"].as_u64(), Some(0));
+    assert_eq!(
+        r["file_bytes"].as_u64(),
+        Some(fs::metadata(&q).unwrap().len())
+    );
+    let tb = r["true_bits_per_weight"].as_f64().unwrap();
+    assert!(tb > 2.0 && tb < 4.0, "true bits {tb}");
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 24);
+    for l in layers {
+        let (we, oe) = (
+            l["rel_weight_error"].as_f64().unwrap(),
+            l["rel_output_error"].as_f64().unwrap(),
+        );
+        assert!(we > 0.0 && we < 0.5, "{l}");
+        assert!((0.0..0.5).contains(&oe), "{l}");
+    }
+    // On real data, every calibrated block is closer to f32 than its k-means initialisation.
+    for b in r["blocks"].as_array().unwrap() {
+        let (loss, km) = (
+            b["loss"].as_f64().unwrap(),
+            b["kmeans_loss"].as_f64().unwrap(),
+        );
+        println!(
+            "block {}: k-means {km:.4} -> calibrated {loss:.4}",
+            b["block"]
+        );
+        assert!(
+            loss < 0.9 * km,
+            "block {}: {loss} vs k-means {km}",
+            b["block"]
+        );
+    }
+
+    // Same seed, another thread count: byte-identical file.
+    let (q2, rep2) = (dir.join("q2.vimvq"), dir.join("q2.json"));
+    pack(&q2, &rep2, "1");
+    assert!(
+        fs::read(&q).unwrap() == fs::read(&q2).unwrap(),
+        "same seed must give a byte-identical file"
+    );
+
+    let f = eval_json(&f32m, &test, None);
+    let e = eval_json(&q, &test, Some(&f32m));
+    let (t1, ag, kl) = (
+        e["top1"].as_f64().unwrap(),
+        e["top1_agreement"].as_f64().unwrap(),
+        e["mean_kl"].as_f64().unwrap(),
+    );
+    println!(
+        "f32 top-1 {:.4}; 2-bit (60 steps, 64 images) top-1 {t1:.4}, agreement {ag:.4}, KL {kl:.4}",
+        f["top1"]
+    );
+    assert!(t1 >= TOP1_FLOOR, "top-1 {t1} below the floor {TOP1_FLOOR}");
+    assert!(
+        ag >= AGREEMENT_FLOOR,
+        "agreement {ag} below {AGREEMENT_FLOOR}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// See [`pack_bundled_model_2bit_small_budget`].
+const TOP1_FLOOR: f64 = 0.80;
+/// See [`pack_bundled_model_2bit_small_budget`].
+const AGREEMENT_FLOOR: f64 = 0.85;
+
+/// A small PNG the tiny fixture model can take (it resizes anything).
+fn png(path: &Path, seed: u8) {
+    let px: Vec<u8> = (0..12 * 12)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect();
+    image::GrayImage::from_raw(12, 12, px)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+fn tiny() -> PathBuf {
+    root().join("crates/vimvq-pack/tests/data/tiny.safetensors")
+}
+
+fn pack_tiny(calib: &Path, out: &Path, extra: &[&str]) -> Output {
+    let model = tiny();
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("pack"),
+        model.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+        OsStr::new("--calib"),
+        calib.as_os_str(),
+        OsStr::new("--k"),
+        OsStr::new("4"),
+        OsStr::new("--d"),
+        OsStr::new("2"),
+        OsStr::new("--steps"),
+        OsStr::new("10"),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    vimvq(&args)
+}
+
+fn assert_one_line_error(o: &Output, needle: &str) {
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = e.lines().filter(|l| !l.starts_with("warning:")).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{e}"
+    );
+}
+
+#[test]
+fn calibration_folder_errors_leave_no_output() {
+    let dir = tmp("errors");
+    let out = dir.join("out.vimvq");
+
+    let missing = dir.join("missing");
+    let o = pack_tiny(&missing, &out, &[]);
+    assert_one_line_error(&o, "missing");
+    assert!(!out.exists());
+
+    let empty = dir.join("empty");
+    fs::create_dir_all(empty.join("class_a")).unwrap();
+    fs::write(empty.join("class_a/notes.txt"), "not an image").unwrap();
+    let o = pack_tiny(&empty, &out, &[]);
+    assert_one_line_error(&o, "no calibration images");
+    assert!(!out.exists());
+
+    let bad = dir.join("bad");
+    fs::create_dir_all(&bad).unwrap();
+    fs::write(bad.join("a.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    fs::write(bad.join("b.jpg"), b"").unwrap();
+    let o = pack_tiny(&bad, &out, &[]);
+    assert_one_line_error(&o, "none of the 2 calibration images could be decoded");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(e.matches("warning: skipping").count(), 2, "{e}");
+    assert!(!out.exists());
+
+    // A file instead of a folder.
+    let o = pack_tiny(&tiny(), &out, &[]);
+    assert_one_line_error(&o, "not a directory");
+    assert!(!out.exists());
+    // The temporary files are cleaned up too.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_image_is_skipped_and_counted_and_output_is_deterministic() {
+    let dir = tmp("corrupt");
+    let calib = dir.join("calib");
+    for (c, n) in [("a", 3u8), ("b", 3)] {
+        fs::create_dir_all(calib.join(c)).unwrap();
+        for i in 0..n {
+            png(
+                &calib.join(c).join(format!("{i}.png")),
+                i * 31 + c.len() as u8,
+            );
+        }
+    }
+    fs::write(
+        calib.join("b/zz-corrupt.png"),
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDRxx",
+    )
+    .unwrap();
+    let (out, rep) = (dir.join("q.vimvq"), dir.join("q.json"));
+    let rep_s = rep.to_str().unwrap().to_owned();
+    let o = pack_tiny(&calib, &out, &["--report", &rep_s, "--threads", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("warning: skipping calibration image") && e.contains("zz-corrupt.png"),
+        "{e}"
+    );
+    let r: Value = serde_json::from_str(&fs::read_to_string(&rep).unwrap()).unwrap();
+    assert_eq!(r["skipped_images"].as_u64(), Some(1));
+    assert_eq!(r["calib_images"].as_u64(), Some(6));
+    assert_eq!(r["found_images"].as_u64(), Some(7));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with("wrote ") && stdout.contains("(1 skipped)"),
+        "{stdout}"
+    );
+
+    // Same seed (another thread count): byte-identical; another seed: a different file.
+    let out2 = dir.join("q2.vimvq");
+    let o = pack_tiny(&calib, &out2, &["--threads", "1"]);
+    assert!(o.status.success());
+    assert!(fs::read(&out).unwrap() == fs::read(&out2).unwrap());
+    let out3 = dir.join("q3.vimvq");
+    let o = pack_tiny(&calib, &out3, &["--seed", "5"]);
+    assert!(o.status.success());
+    assert!(fs::read(&out).unwrap() != fs::read(&out3).unwrap());
+
+    // The quantized file runs.
+    let o = ok(&[
+        OsStr::new("run"),
+        out.as_os_str(),
+        calib.join("a/0.png").as_os_str(),
+        OsStr::new("--json"),
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outputs"][0]["logits"].as_array().unwrap().len(), 2);
+    let _ = fs::remove_dir_all(&dir);
+}
