@@ -33,6 +33,10 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Describe a .vimvq model or a checkpoint: config, tensors, outlier statistics.
     Inspect(cli::inspect::InspectArgs),
+    /// Measure inference latency, per-op time and memory on this machine.
+    Bench(cli::bench::BenchArgs),
+    /// Classify raw camera frames (rgb24 or i420) from stdin, one JSON line per frame.
+    Stream(cli::stream::StreamArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Stream(a) => cli::stream::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

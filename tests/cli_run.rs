@@ -293,7 +293,7 @@ fn pth_and_safetensors_import_identically() {
         "first difference at byte {:?}",
         a.iter().zip(&b).position(|(x, y)| x != y)
     );
-    // model_ema is a different state dict: a different file.
+    // model_ema is a different state dict: same layout and size, different weights.
     let ema = d.join("ema.vimvq");
     vimvq_ok([
         OsStr::new("import"),
@@ -302,8 +302,16 @@ fn pth_and_safetensors_import_identically() {
         ema.as_os_str(),
         OsStr::new("--key"),
         OsStr::new("model_ema"),
+        OsStr::new("--mean"),
+        OsStr::new("0.2860"),
+        OsStr::new("--std"),
+        OsStr::new("0.3530"),
+        OsStr::new("--labels"),
+        fixture("models/fashion-mnist/labels.txt").as_os_str(),
     ]);
-    assert_eq!(fs::read(&ema).unwrap().len(), a.len());
+    let e = fs::read(&ema).unwrap();
+    assert_eq!(e.len(), a.len());
+    assert!(e != a, "model_ema imported the same weights as model");
     let names: Vec<String> = fs::read_dir(&d)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

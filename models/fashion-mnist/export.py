@@ -31,6 +31,15 @@ def clean_sd(sd):
     return {k: v.detach().to(torch.float32).contiguous().clone() for k, v in sd.items()}
 
 
+def module_sd(module):
+    """module.state_dict() as hustvl main.py / timm get_state_dict save it: an OrderedDict
+    (with its `_metadata` attribute), float32 contiguous tensors."""
+    sd = module.state_dict()
+    for k, v in sd.items():
+        assert v.dtype == torch.float32 and v.is_contiguous(), k
+    return sd
+
+
 def write_safetensors(sd, path):
     save_file(sd, path, metadata=METADATA)
 
@@ -74,8 +83,8 @@ def write_samples(sd, outdir, n=8):
 
 def export_all(model, ema_model, optimizer, lr_scheduler, epoch, args, result, outdir):
     shipped = ema_model if result['shipped'] == 'ema' else model
-    sd = clean_sd(shipped.state_dict())
-    ema_sd = clean_sd(ema_model.state_dict())
+    sd = module_sd(shipped)
+    ema_sd = module_sd(ema_model)
     st_path = os.path.join(outdir, 'vim_fmnist.safetensors')
     write_safetensors(sd, st_path)
     ckpt = {

@@ -66,7 +66,12 @@ def get_args(argv=None):
     p.add_argument('--crop-padding', dest='crop_padding', default=2, type=int)
     p.add_argument('--hflip', default=0.5, type=float)
     p.add_argument('--seed', default=0, type=int)
-    p.add_argument('--threads', default=2, type=int)
+    p.add_argument('--threads', default=2, type=int,
+                   help='cores to use. With --workers > 1 each worker thread runs torch with 1 '
+                        'intra-op thread (robust when the cores are shared with other jobs)')
+    p.add_argument('--workers', default=2, type=int,
+                   help='data-parallel worker threads: each computes the gradient of a slice of '
+                        'the batch (torch.autograd.grad); slices are summed in a fixed order')
     p.add_argument('--scan', default='auto', choices=['auto', 'c', 'fast'],
                    help="training scan kernel: 'c' = scan_cpu.c via ctypes, 'fast' = pure torch")
     p.add_argument('--eval-crop-ratio', dest='eval_crop_ratio', default=1.0, type=float)
@@ -74,6 +79,9 @@ def get_args(argv=None):
     p.add_argument('--std', default=fd.STD, type=float)
     p.add_argument('--output-dir', dest='output_dir', default=HERE)
     p.add_argument('--no-export', dest='export', action='store_false')
+    p.add_argument('--resume', default='',
+                   help='continue from a checkpoint written by this script (model, model_ema and '
+                        'AdamW state are loaded; a new warm-up + cosine runs with --lr)')
     p.add_argument('--train-subset', dest='train_subset', default=0, type=int,
                    help='smoke tests only: use the first N training images')
     p.add_argument('--test-subset', dest='test_subset', default=0, type=int,
@@ -158,7 +166,7 @@ def evaluate(model, x_u8, y, bs=500, impl='fast'):
 
 def main(args):
     t_start = time.time()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1 if args.workers > 1 else args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     print('args:', vars(args), flush=True)
@@ -203,11 +211,40 @@ def main(args):
     optimizer = torch.optim.AdamW([{'params': no_decay, 'weight_decay': 0.0},
                                    {'params': decay, 'weight_decay': args.weight_decay}],
                                   lr=args.lr, betas=tuple(args.opt_betas))
+    start_epoch, prev = 0, None
+    if args.resume:
+        ck = torch.load(args.resume, map_location='cpu', weights_only=False)
+        prev = ck['args']
+        assert getattr(prev, 'shipped_weights', 'model') == 'model', \
+            "resume needs ck['model'] to be the online weights"
+        model.load_state_dict(ck['model'])
+        ema.ema.load_state_dict(ck['model_ema'])
+        optimizer.load_state_dict(ck['optimizer'])
+        for g in optimizer.param_groups:                   # new schedule for this stage
+            g['lr'] = g['initial_lr'] = args.lr
+        start_epoch = ck['epoch'] + 1
+        args.previous_stages = list(getattr(prev, 'previous_stages', [])) + [dict(
+            checkpoint=os.path.basename(args.resume), epochs=ck['epoch'] + 1,
+            iterations=getattr(prev, 'total_iters_run', None),
+            train_loop_minutes=getattr(prev, 'train_loop_minutes', None), lr=prev.lr,
+            warmup_iters=prev.warmup_iters, time_budget=prev.time_budget, seed=prev.seed)]
+        print('resumed from %s (epoch %d); previous stages: %s' % (
+            args.resume, ck['epoch'], args.previous_stages), flush=True)
     ipe = len(ytr) // args.batch_size                                 # drop_last
     total = args.total_iters or ipe * args.epochs        # upper bound in time-budget mode
     sched_fn = WarmupCosine(args.warmup_iters, args.min_lr / args.lr)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, sched_fn)
     gen = torch.Generator().manual_seed(args.seed)
+    params = [p for p in model.parameters()]
+    pool = None
+    if args.workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(args.workers)
+
+    def slice_grad(x, y, n_total):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=args.smoothing, reduction='sum') / n_total
+        return loss.detach(), logits.detach(), torch.autograd.grad(loss, params)
 
     epochs = math.ceil(total / ipe)
     it = 0
@@ -216,6 +253,8 @@ def main(args):
     log = []
     epoch = 0
     while epoch < epochs and it < total:
+        if epoch == 0 and start_epoch:
+            print('epoch numbering continues at %d' % start_epoch, flush=True)
         model.train()
         perm = torch.randperm(len(ytr), generator=gen).numpy()
         t_ep = time.time()
@@ -226,10 +265,22 @@ def main(args):
             idx = perm[bi * args.batch_size:(bi + 1) * args.batch_size]
             x = augment(xtr[idx], gen, args.crop_padding, args.hflip)
             y = torch.as_tensor(ytr[idx])
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if pool is None:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=args.smoothing)
+                loss.backward()
+            else:
+                bounds = np.linspace(0, len(y), args.workers + 1).astype(int)
+                outs = list(pool.map(lambda ab: slice_grad(x[ab[0]:ab[1]], y[ab[0]:ab[1]], len(y)),
+                                     zip(bounds[:-1], bounds[1:])))
+                loss = sum(o[0] for o in outs)
+                logits = torch.cat([o[1] for o in outs])
+                for j, p in enumerate(params):                 # fixed summation order
+                    g = outs[0][2][j]
+                    for o in outs[1:]:
+                        g = g + o[2][j]
+                    p.grad = g
             if args.clip_grad:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             optimizer.step()
@@ -261,7 +312,7 @@ def main(args):
         # progress check: first 1000 test images, compiled path
         c1, _ = evaluate(model, xte[:1000], yte[:1000], impl=scan)
         e1, _ = evaluate(ema.ema, xte[:1000], yte[:1000], impl=scan)
-        rec = dict(epoch=epoch, iters=it, train_loss=run_loss / max(1, run_n),
+        rec = dict(epoch=start_epoch + epoch, iters=it, train_loss=run_loss / max(1, run_n),
                    train_acc=run_c / max(1, run_n), test1k_model=c1 / 1000, test1k_ema=e1 / 1000,
                    epoch_min=(time.time() - t_ep) / 60, elapsed_min=(time.time() - t_train) / 60)
         log.append(rec)
@@ -290,10 +341,14 @@ def main(args):
                   train_scan_kernel=scan, torch=torch.__version__, log=log)
     args.epochs_run = epochs
     args.total_iters_run = it
+    args.train_loop_minutes = train_min
+    result['start_epoch'] = start_epoch
+    result['previous_stages'] = getattr(args, 'previous_stages', [])
     args.shipped_weights = shipped
     if args.export:
         import export
-        export.export_all(model, ema.ema, optimizer, lr_scheduler, epochs - 1, args, result,
+        export.export_all(model, ema.ema, optimizer, lr_scheduler, start_epoch + epochs - 1, args,
+                          result,
                           args.output_dir)
     result['total_minutes'] = (time.time() - t_start) / 60
     with open(os.path.join(args.output_dir, 'train_result.json'), 'w') as f:

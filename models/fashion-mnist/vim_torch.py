@@ -125,6 +125,8 @@ def _run_parallel(fn, jobs):
     global _POOL
     if len(jobs) == 1:
         return [fn(*jobs[0])]
+    if torch.get_num_threads() == 1:              # e.g. data-parallel worker threads
+        return [fn(*j) for j in jobs]
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
         _POOL = ThreadPoolExecutor(max(2, torch.get_num_threads()))

@@ -1,11 +1,13 @@
 //! The subcommands and what they share: error reporting, model loading, labels, top-k.
 
+pub mod bench;
 pub mod classify;
 pub mod eval;
 pub mod import;
 pub mod inspect;
 pub mod pack;
 pub mod run;
+pub mod stream;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;

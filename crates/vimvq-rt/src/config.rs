@@ -93,14 +93,31 @@ impl VimConfig {
         if self.channels > 4 {
             return Err(ConfigError::DimOutOfRange);
         }
-        // Keep every activation buffer comfortably inside usize on 32-bit targets.
-        if self.seq_len() > MAX_DIM {
+        // Keep every activation buffer comfortably inside usize on 32-bit targets. The products
+        // below (grid², C·p², C·H·W) can exceed u32 for hostile dims: check them before any
+        // accessor (`seq_len`, `patch_len`, `input_len`) computes them unchecked.
+        let grid = self.grid();
+        match grid.checked_mul(grid) {
+            Some(p) if p < MAX_DIM => {}
+            _ => return Err(ConfigError::DimOutOfRange),
+        }
+        if !fits3(self.channels, self.patch, self.patch)
+            || !fits3(self.channels, self.img_size, self.img_size)
+        {
             return Err(ConfigError::DimOutOfRange);
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return Err(ConfigError::BadEpsilon);
         }
         Ok(())
+    }
+}
+
+/// True if `a·b·c` fits in `usize` (the `check` of products that overflow 32-bit targets).
+const fn fits3(a: usize, b: usize, c: usize) -> bool {
+    match a.checked_mul(b) {
+        Some(ab) => ab.checked_mul(c).is_some(),
+        None => false,
     }
 }
 

@@ -21,13 +21,16 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::config::VimConfig;
 use crate::format::Role;
-use crate::kernels::scalar::{
-    add_bias_f32, add_rmsnorm_f32, conv1d_silu_f32, gemv_f32, linear_f32, neg_exp_f32, rmsnorm_f32,
-    silu_inplace_f32, vq_panel_len,
+// Every kernel goes through the dispatched table (kernels/dispatch.rs); same signatures as the
+// scalar oracle's.
+use crate::kernels::dispatch::{
+    add_rmsnorm_f32, conv1d_silu_f32, gemv_f32, linear_f32, rmsnorm_f32, scratch_len,
+    selective_scan_f32, silu_inplace_f32,
 };
+use crate::kernels::scalar::{add_bias_f32, neg_exp_f32};
 use crate::kernels::{Direction, MatMut, MatRef, Weight};
 use crate::model::Model;
-use crate::scan::{selective_scan_f32, ScanInputs, ScanPlan, ScanWeights};
+use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// Patch tokens embedded per im2col chunk (bounds the im2col buffer).
 pub const PATCH_CHUNK: usize = 16;
@@ -67,7 +70,7 @@ const fn buffer_lens(c: &VimConfig) -> [usize; NBUF] {
         l.saturating_mul(e),                       // acc
         e.saturating_mul(n),                       // A
         e.saturating_mul(n),                       // h
-        vq_panel_len(max_cols),                    // VQ panel
+        scratch_len(max_cols),                     // packed GEMM / VQ panel, VQ GEMV table
         PATCH_CHUNK.saturating_mul(c.patch_len()), // im2col
     ];
     let mut out = [0usize; NBUF];
@@ -85,7 +88,7 @@ impl VimConfig {
     /// `static` arena. Returns `usize::MAX` for a config that fails [`VimConfig::check`] or whose
     /// buffers do not fit the address space.
     ///
-    /// For one image: `4·(2·L·D + 2·L·E + 3·L·E + L·(R+2N) + 2·E·N + 4·max(C·p², D, E, R) +
+    /// For one image: `4·(2·L·D + 2·L·E + 3·L·E + L·(R+2N) + 2·E·N + 16·max(C·p², D, E, R) +
     /// 16·C·p²)` bytes, each buffer rounded up to 64 bytes, plus 63.
     pub const fn scratch_bytes(&self) -> usize {
         if self.check().is_err() {
@@ -119,6 +122,70 @@ impl Default for InferOptions {
             cls_only_last_layer: true,
         }
     }
+}
+
+/// The operations [`infer_profiled`] reports to an [`OpTimer`] (the `ops_ms` keys of
+/// `vimvq bench`, cli.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// im2col + patch GEMM + bias, cls token, position embedding.
+    PatchEmbed,
+    /// Every fused residual add + RMSNorm (per layer and the final `norm_f`).
+    Norm,
+    /// `in_proj` GEMM.
+    InProj,
+    /// Depthwise causal / anti-causal conv1d + SiLU (both directions).
+    Conv1d,
+    /// `x_proj` GEMM (both directions).
+    XProj,
+    /// `dt_proj` GEMM (both directions).
+    DtProj,
+    /// Selective scan with softplus, `A = −exp(A_log)`, D skip and the SiLU(z) gate.
+    Scan,
+    /// Direction average + `out_proj` GEMM.
+    OutProj,
+    /// Classifier head GEMV + bias.
+    Head,
+}
+
+impl Op {
+    /// Every op, in pipeline order.
+    pub const ALL: [Op; 9] = [
+        Op::PatchEmbed,
+        Op::Norm,
+        Op::InProj,
+        Op::Conv1d,
+        Op::XProj,
+        Op::DtProj,
+        Op::Scan,
+        Op::OutProj,
+        Op::Head,
+    ];
+
+    /// The snake_case name used in `vimvq bench` JSON (`patch_embed`, `in_proj`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::PatchEmbed => "patch_embed",
+            Op::Norm => "norm",
+            Op::InProj => "in_proj",
+            Op::Conv1d => "conv1d",
+            Op::XProj => "x_proj",
+            Op::DtProj => "dt_proj",
+            Op::Scan => "scan",
+            Op::OutProj => "out_proj",
+            Op::Head => "head",
+        }
+    }
+}
+
+/// Per-op profiling callback of [`infer_profiled`]. The runtime has no clock: the caller keeps
+/// one. `op_done(op)` is called right after each step of the forward pass; the time elapsed since
+/// the previous call (or, for the first, since the caller invoked [`infer_profiled`]) belongs to
+/// `op`, so the per-op sums cover the whole call. Called from the calling thread only, never
+/// allocates on the runtime's side. [`infer`] and [`infer_with`] make no such calls.
+pub trait OpTimer {
+    /// `op` has just finished.
+    fn op_done(&mut self, op: Op);
 }
 
 /// Why [`infer`] refused to run. It never panics on bad buffers.
@@ -302,6 +369,38 @@ pub fn infer_with(
     scratch: &mut [u8],
     opts: &InferOptions,
 ) -> Result<(), InferError> {
+    infer_impl(model, input, logits, scratch, opts, None)
+}
+
+/// [`infer_with`] that reports each step to `timer` ([`OpTimer::op_done`]); same results bit for
+/// bit. `vimvq bench` uses it for its per-op breakdown.
+pub fn infer_profiled(
+    model: &Model<'_>,
+    input: &[f32],
+    logits: &mut [f32],
+    scratch: &mut [u8],
+    opts: &InferOptions,
+    timer: &mut dyn OpTimer,
+) -> Result<(), InferError> {
+    infer_impl(model, input, logits, scratch, opts, Some(timer))
+}
+
+/// Calls `t.op_done(op)` when profiling; nothing otherwise.
+#[inline(always)]
+fn mark(t: &mut Option<&mut dyn OpTimer>, op: Op) {
+    if let Some(t) = t {
+        t.op_done(op);
+    }
+}
+
+fn infer_impl(
+    model: &Model<'_>,
+    input: &[f32],
+    logits: &mut [f32],
+    scratch: &mut [u8],
+    opts: &InferOptions,
+    mut timer: Option<&mut dyn OpTimer>,
+) -> Result<(), InferError> {
     let c = *model.config();
     if input.len() != c.input_len() {
         return Err(InferError::InputLength {
@@ -327,10 +426,11 @@ pub fn infer_with(
         Scratch::carve(&c, scratch).ok_or(InferError::ScratchTooSmall { needed, actual })?;
 
     patch_embed(model, &c, input, &mut s)?;
+    mark(&mut timer, Op::PatchEmbed);
     for i in 0..c.depth {
         let lw = LayerWeights::load(model, i)?;
         let cls_only = opts.cls_only_last_layer && i + 1 == c.depth;
-        mixer_layer(&c, &lw, i, cls_only, &mut s);
+        mixer_layer(&c, &lw, i, cls_only, &mut s, &mut timer);
     }
 
     // Final fused add + norm_f, then the head on the cls row.
@@ -349,11 +449,13 @@ pub fn infer_with(
             c.norm_eps,
         );
     }
+    mark(&mut timer, Op::Norm);
     let head = weight(model, Role::HeadWeight, 0)?;
     gemv_f32(&s.hidden[pos * d..(pos + 1) * d], &head, logits, s.panel);
     for (o, b) in logits.iter_mut().zip(dense(model, Role::HeadBias, 0)?) {
         *o += b;
     }
+    mark(&mut timer, Op::Head);
     Ok(())
 }
 
@@ -411,6 +513,7 @@ fn mixer_layer(
     layer: usize,
     cls_only: bool,
     s: &mut Scratch<'_>,
+    timer: &mut Option<&mut dyn OpTimer>,
 ) {
     let (l, d, e, pos) = (c.seq_len(), c.embed_dim, c.d_inner, c.cls_pos());
     for t in 0..l {
@@ -425,6 +528,7 @@ fn mixer_layer(
             add_rmsnorm_f32(r, h, lw.norm, c.norm_eps);
         }
     }
+    mark(timer, Op::Norm);
     let normed = MatRef::new(s.hidden, l, d, d);
     linear_f32(
         normed,
@@ -432,6 +536,7 @@ fn mixer_layer(
         &mut MatMut::new(s.xz, l, 2 * e, 2 * e),
         s.panel,
     );
+    mark(timer, Op::InProj);
 
     // Rows each direction must visit and rows whose output is needed.
     let (fwd, bwd, emit) = if cls_only {
@@ -442,8 +547,8 @@ fn mixer_layer(
     for t in emit.clone() {
         silu_inplace_f32(&mut s.xz[t * 2 * e + e..(t + 1) * 2 * e]);
     }
-    direction(c, &lw.fwd, Direction::Forward, fwd, emit.clone(), s);
-    direction(c, &lw.bwd, Direction::Backward, bwd, emit.clone(), s);
+    direction(c, &lw.fwd, Direction::Forward, fwd, emit.clone(), s, timer);
+    direction(c, &lw.bwd, Direction::Backward, bwd, emit.clone(), s, timer);
 
     let rows = emit.len();
     let acc = &mut s.acc[emit.start * e..emit.end * e];
@@ -453,6 +558,7 @@ fn mixer_layer(
     let a = MatRef::new(acc, rows, e, e);
     let mut out = MatMut::new(&mut s.hidden[emit.start * d..emit.end * d], rows, d, d);
     linear_f32(a, &lw.out_proj, &mut out, s.panel);
+    mark(timer, Op::OutProj);
 }
 
 /// Conv + SiLU, x_proj and dt_proj over `steps`, then the scan into `s.acc` (stores for the
@@ -464,6 +570,7 @@ fn direction(
     steps: Range<usize>,
     emit: Range<usize>,
     s: &mut Scratch<'_>,
+    timer: &mut Option<&mut dyn OpTimer>,
 ) {
     let (l, e, r, n) = (c.seq_len(), c.d_inner, c.dt_rank, c.d_state);
     let xr = c.x_proj_rows();
@@ -477,6 +584,7 @@ fn direction(
         steps.clone(),
         &mut MatMut::new(s.u, l, e, e),
     );
+    mark(timer, Op::Conv1d);
     let u = MatRef::new(&s.u[t0 * e..(t0 + nt) * e], nt, e, e);
     linear_f32(
         u,
@@ -484,6 +592,7 @@ fn direction(
         &mut MatMut::new(&mut s.x_dbl[t0 * xr..(t0 + nt) * xr], nt, xr, xr),
         s.panel,
     );
+    mark(timer, Op::XProj);
     let dt = MatRef::new(&s.x_dbl[t0 * xr..(t0 + nt) * xr], nt, r, xr);
     linear_f32(
         dt,
@@ -491,6 +600,7 @@ fn direction(
         &mut MatMut::new(&mut s.delta[t0 * e..(t0 + nt) * e], nt, e, e),
         s.panel,
     );
+    mark(timer, Op::DtProj);
     let a = &mut s.a[..e * n];
     neg_exp_f32(w.a_log, a);
 
@@ -520,4 +630,5 @@ fn direction(
         &mut MatMut::new(s.acc, l, e, e),
         &mut s.h[..e * n],
     );
+    mark(timer, Op::Scan);
 }

@@ -14,6 +14,7 @@ pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod forward;
+pub mod frame;
 pub mod scan;
 pub mod preprocess;
 

@@ -87,7 +87,32 @@ pub fn selective_scan_f32(
         Direction::Forward => assert!(plan.steps.start == 0 && plan.steps.end <= l),
         Direction::Backward => assert!(plan.steps.end == l),
     }
+    selective_scan_channels_f32(w, x, plan, acc, 0, h, 0..e);
+}
+
+/// [`selective_scan_f32`] restricted to the channels `ch` (the scan is independent per
+/// channel; threads split it this way): `h` holds at least `ch.len() · N` values (the state of
+/// those channels), and the output of channel `e` goes to column `e − acc_col0` of `acc`.
+/// Bit-identical to the corresponding columns of the whole-width scan.
+///
+/// # Panics
+/// If shapes are inconsistent or the plan violates the rules on [`ScanPlan`].
+pub fn selective_scan_channels_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    acc_col0: usize,
+    h: &mut [f32],
+    ch: Range<usize>,
+) {
+    let n = w.d_state;
+    let nc = ch.len();
+    assert!(h.len() >= nc * n && ch.end <= x.u.cols() && w.a.len() >= ch.end * n);
+    assert!(ch.start >= acc_col0 && ch.end - acc_col0 <= acc.cols());
+    let h = &mut h[..nc * n];
     h.fill(0.0);
+    let ch0 = ch.start;
     let mut step = |t: usize| {
         let xd = x.x_dbl.row(t);
         let b = &xd[w.dt_rank..w.dt_rank + n];
@@ -95,11 +120,11 @@ pub fn selective_scan_f32(
         let (u, delta, gate) = (x.u.row(t), x.delta.row(t), x.gate.row(t));
         let emit = plan.emit.contains(&t);
         let out = acc.row_mut(t);
-        for ch in 0..e {
+        for ch in ch.clone() {
             let dt = softplus_f32(delta[ch] + w.dt_bias[ch]);
             let uu = u[ch];
             let du = dt * uu;
-            let hs = &mut h[ch * n..(ch + 1) * n];
+            let hs = &mut h[(ch - ch0) * n..(ch - ch0 + 1) * n];
             let ar = &w.a[ch * n..(ch + 1) * n];
             if !emit {
                 for i in 0..n {
@@ -114,9 +139,9 @@ pub fn selective_scan_f32(
                 }
                 let o = (y + w.d_skip[ch] * uu) * gate[ch];
                 if plan.accumulate {
-                    out[ch] += o;
+                    out[ch - acc_col0] += o;
                 } else {
-                    out[ch] = o;
+                    out[ch - acc_col0] = o;
                 }
             }
         }

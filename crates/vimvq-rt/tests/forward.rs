@@ -208,7 +208,7 @@ fn scratch_bytes_is_const_and_matches_the_formula() {
         + 3 * r16(197 * 384)
         + r16(197 * 44)
         + 2 * r16(384 * 16)
-        + r16(4 * 768)
+        + r16(16 * 768) // packed 16-row GEMM panel (kernels::dispatch::scratch_len)
         + r16(16 * 768);
     assert_eq!(TI_BYTES, floats * 4 + 63);
     // Invalid configs saturate instead of panicking.

@@ -655,3 +655,113 @@ fn replace(
     t.data = data;
     Ok(())
 }
+
+/// Logits of `model` (f32 or quantized: VQ tensors are dequantized) on normalised CHW images,
+/// `images.len() × num_classes`, computed with the same f32 block forward as the calibration
+/// (batched over images and threads). A fast host-side evaluator for result tables and tests; the
+/// deployment path is `vimvq_rt::forward::infer`, which agrees with it to f32 rounding.
+pub fn logits(
+    model: &PackedModel,
+    images: &[Vec<f32>],
+    threads: usize,
+) -> Result<Vec<f32>, QuantError> {
+    let cfg = model.config;
+    cfg.check()
+        .map_err(|e| QuantError::Model(format!("invalid config: {e}")))?;
+    let threads = threads.max(1);
+    let dense = |role: Role, layer: usize| -> Result<Vec<f32>, QuantError> {
+        let t = model
+            .tensors
+            .iter()
+            .find(|t| t.role == role && t.layer == layer)
+            .ok_or_else(|| {
+                QuantError::Model(format!("tensor {role:?} of layer {layer} is missing"))
+            })?;
+        Ok(match &t.data {
+            TensorData::F32(v) => v.clone(),
+            TensorData::Vq {
+                codebook,
+                k,
+                d,
+                indices,
+            } => VqLayer {
+                rows: t.rows,
+                cols: t.cols,
+                k: *k,
+                d: *d,
+                codebook: codebook.clone(),
+                indices: indices.clone(),
+            }
+            .dequantize(),
+        })
+    };
+    let (len, d, classes, pos) = (cfg.seq_len(), cfg.embed_dim, cfg.num_classes, cfg.cls_pos());
+    let row = len * d;
+    let w_t = crate::calib::ops::transpose(&dense(Role::PatchWeight, 0)?, d, cfg.patch_len());
+    let (bias, cls, pe) = (
+        dense(Role::PatchBias, 0)?,
+        dense(Role::ClsToken, 0)?,
+        dense(Role::PosEmbed, 0)?,
+    );
+    let mut blocks = Vec::with_capacity(cfg.depth);
+    for b in 0..cfg.depth {
+        let mut tensors = Vec::new();
+        for role in crate::calib::MIXER_ROLES {
+            tensors.push((role, dense(role, b)?));
+        }
+        let p = BlockParams::<f32>::from_roles(&cfg, |role| {
+            tensors
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, v)| v.as_slice())
+        })
+        .map_err(|source| QuantError::Block { block: b, source })?;
+        blocks.push((p, dense(Role::Norm, b)?));
+    }
+    let (norm_f, head_w, head_b) = (
+        dense(Role::NormF, 0)?,
+        dense(Role::HeadWeight, 0)?,
+        dense(Role::HeadBias, 0)?,
+    );
+    let mut out = vec![0.0f32; images.len() * classes];
+    for (chunk, o) in images.chunks(256).zip(out.chunks_mut(256 * classes.max(1))) {
+        for (index, img) in chunk.iter().enumerate() {
+            if img.len() != cfg.input_len() {
+                return Err(QuantError::BadImage {
+                    index,
+                    msg: format!("{} values, the model takes {}", img.len(), cfg.input_len()),
+                });
+            }
+        }
+        let mut residual = vec![0.0f32; chunk.len() * row];
+        let mut items: Vec<(&Vec<f32>, &mut [f32])> =
+            chunk.iter().zip(residual.chunks_exact_mut(row)).collect();
+        parallel_for(
+            &mut items,
+            threads,
+            || (),
+            |_, (img, out)| embed_image(&cfg, &w_t, &bias, &cls, &pe, img, out),
+        );
+        let mut hn = vec![0.0f32; residual.len()];
+        for (p, norm) in &blocks {
+            rmsnorm_rows(&residual, norm, cfg.norm_eps, &mut hn);
+            let y = mixer_batch(p, &hn, len, threads);
+            for (r, v) in residual.iter_mut().zip(&y) {
+                *r += v;
+            }
+        }
+        let mut feat = vec![0.0f32; d];
+        for (res, lo) in residual.chunks_exact(row).zip(o.chunks_exact_mut(classes)) {
+            rmsnorm_rows(
+                &res[pos * d..(pos + 1) * d],
+                &norm_f,
+                cfg.norm_eps,
+                &mut feat,
+            );
+            for ((l, w), b) in lo.iter_mut().zip(head_w.chunks_exact(d)).zip(&head_b) {
+                *l = w.iter().zip(&feat).map(|(a, x)| a * x).sum::<f32>() + b;
+            }
+        }
+    }
+    Ok(out)
+}

@@ -80,6 +80,31 @@ impl core::fmt::Debug for AlignedBytes {
     }
 }
 
+/// How [`ModelFile::open_with`] maps a model file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Read every page in at open (Linux `MAP_POPULATE`; ignored elsewhere): `open` costs one
+    /// sequential read of the file, and inference never stalls on a page fault afterwards.
+    pub populate: bool,
+    /// Lock the mapping in RAM (`mlock`; unix only, an error elsewhere): the pages cannot be
+    /// evicted under memory pressure. Needs `RLIMIT_MEMLOCK` ≥ the file size (or
+    /// `CAP_IPC_LOCK`); locking also faults every page in.
+    pub lock: bool,
+}
+
+#[cfg(unix)]
+fn lock(map: &memmap2::Mmap) -> io::Result<()> {
+    map.lock()
+}
+
+#[cfg(not(unix))]
+fn lock(_map: &memmap2::Mmap) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "locking a mapped model in RAM is only supported on unix",
+    ))
+}
+
 enum Storage {
     Mapped(memmap2::Mmap),
     Owned(AlignedBytes),
@@ -96,23 +121,41 @@ pub struct ModelFile {
 
 impl ModelFile {
     /// Memory-maps `path` read-only (falls back to [`ModelFile::read`] if mapping fails, e.g.
-    /// for an empty file or a pipe).
+    /// for an empty file or a pipe). Pages are faulted in lazily; see [`ModelFile::open_with`]
+    /// to pre-fault or lock them.
     ///
     /// The file must not be modified or truncated while mapped (see `docs/RUNTIME.md`, Safety).
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::open_with(path, LoadOptions::default())
+    }
+
+    /// [`ModelFile::open`] with explicit [`LoadOptions`]: pre-fault every page at open
+    /// (`populate`, so the first inference does not take page faults) and/or lock the pages in
+    /// RAM (`lock`, so they are never evicted). A failed `lock` (e.g. `RLIMIT_MEMLOCK`) is an
+    /// error, not a silent fallback; the fallback to [`ModelFile::read`] applies only to files
+    /// that cannot be mapped at all.
+    pub fn open_with(path: impl AsRef<Path>, opts: LoadOptions) -> io::Result<Self> {
         let path = path.as_ref();
         let file = File::open(path)?;
+        let mut mo = memmap2::MmapOptions::new();
+        if opts.populate {
+            mo.populate();
+        }
         // SAFETY: the mapping is read-only and private to this process. Mapped memory is only
         // undefined behaviour if another process modifies or truncates the file while it is
         // mapped, which the documented contract of `open` forbids (use `read` otherwise). The
         // parser never assumes the bytes are stable across reads for memory safety: every read
         // is bounds-checked against the slice length, which cannot change.
-        match unsafe { memmap2::Mmap::map(&file) } {
-            Ok(map) => Ok(ModelFile {
-                storage: Storage::Mapped(map),
-            }),
-            Err(_) => Self::read(path),
+        let map = match unsafe { mo.map(&file) } {
+            Ok(map) => map,
+            Err(_) => return Self::read(path),
+        };
+        if opts.lock {
+            lock(&map)?;
         }
+        Ok(ModelFile {
+            storage: Storage::Mapped(map),
+        })
     }
 
     /// Reads `path` into 64-byte-aligned memory.

@@ -15,7 +15,7 @@ pub(crate) mod validate;
 
 pub use error::{FormatError, RangeKind, TensorName, TensorProblem};
 #[cfg(feature = "std")]
-pub use file::{AlignedBytes, ModelFile};
+pub use file::{AlignedBytes, LoadOptions, ModelFile};
 pub use records::{ConfigRecord, FileHeader, TensorRecord};
 pub use role::Role;
 pub use validate::check_preprocess;

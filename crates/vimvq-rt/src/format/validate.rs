@@ -111,6 +111,14 @@ fn decode_config(rec: &ConfigRecord, strict: bool) -> Result<(VimConfig, Preproc
     Ok((config, preprocess))
 }
 
+/// `∏ factors`, or `u64::MAX` (a length no range can have) on overflow.
+fn checked_product(factors: &[u64]) -> u64 {
+    factors
+        .iter()
+        .try_fold(1u64, |a, f| a.checked_mul(*f))
+        .unwrap_or(u64::MAX)
+}
+
 /// Walks the packed data ranges in file order.
 struct RangeCursor<'b> {
     bytes: &'b [u8],
@@ -242,12 +250,13 @@ fn check_tensor(
             if let Some((name, _)) = fields.iter().find(|(_, v)| *v != 0) {
                 return Err(P::DenseField(name));
             }
-            // rows, cols < 2^32: the product times 4 fits in u64.
+            // Checked although the schema bounds rows·cols far below 2^62: an overflow maps to
+            // an impossible length, i.e. a RangeSize error.
             cursor.take(
                 RangeKind::Data,
                 rec.data_offset,
                 rec.data_bytes,
-                rows * cols * 4,
+                checked_product(&[rows, cols, 4]),
             )?;
             Ok(0)
         }
@@ -276,10 +285,10 @@ fn check_tensor(
                 RangeKind::Data,
                 rec.data_offset,
                 rec.data_bytes,
-                rows * groups * idx_bytes,
+                checked_product(&[rows, groups, idx_bytes]),
             )?;
             let idx_range = (rec.data_offset as usize)..(rec.data_offset + rec.data_bytes) as usize;
-            let cb = u64::from(rec.k) * u64::from(rec.d) * cb_elem;
+            let cb = checked_product(&[u64::from(rec.k), u64::from(rec.d), cb_elem]);
             cursor.take(
                 RangeKind::Codebook,
                 rec.codebook_offset,

@@ -1,7 +1,7 @@
 //! Compute kernels and the operand types they take.
 //!
-//! [`scalar`] is the portable implementation of every kernel and the oracle that SIMD variants
-//! (`kernels/{avx2,neon}.rs`, later) are tested against. Its summation orders are part of its
+//! [`scalar`] is the portable implementation of every kernel and the oracle that the SIMD variants
+//! ([`avx2`], [`neon`], bodies in `generic.rs`, selected by [`dispatch`]) are tested against. Its summation orders are part of its
 //! contract (see each function), so a faster variant can be compared bit for bit where it keeps
 //! the same order, and within a stated tolerance where it does not (FMA, other reductions).
 //!
@@ -9,6 +9,16 @@
 //! `(out, in)` and `y = x·Wᵀ`.
 
 pub mod scalar;
+
+pub mod dispatch;
+pub(crate) mod generic;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+
+pub use dispatch::{kernels, Kernels, Level};
 
 /// Scan / convolution direction of a bidirectional Mamba mixer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,181 @@
+//! Kernel benchmarks (issue 4): every group holds the competitors in the same run, so ratios are
+//! meaningful. Throughput is `Elements` = multiply-accumulates (scan: state updates).
+//!
+//! * `gemm_L197/<shape>`: scalar oracle (first shape only), our dense f32, our VQ at 3/2/1 bit
+//!   (k,d = 64,2 / 256,4 / 256,8), tract-linalg's f32 matmul (weights pre-packed as at load
+//!   time, activations packed per call as tract does at run time).
+//! * `gemv_L1/<shape>`: our dense GEMV, our LUT VQ GEMV at 3/2/1 bit, tract f32 mat-vec, and a
+//!   memcpy of the f32 weight bytes (the bandwidth yardstick).
+//! * `scan`: Vim-Ti layer scan (L=197, E=384, N=16), scalar vs SIMD.
+//!
+//! `cargo bench --bench kernels` (≈ 2 min); `VIMVQ_KERNELS` is ignored here (levels are explicit).
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tract_core::internal::*;
+use tract_core::tract_linalg::mmm::{AsInputValue, FusedSpec};
+use tract_core::tract_linalg::MmmDispatch;
+use vimvq_rt::kernels::dispatch::{kernels, scratch_len, table, Level};
+use vimvq_rt::kernels::{Codebook, Direction, Indices, MatMut, MatRef, VqMatrix};
+use vimvq_rt::scan::{ScanInputs, ScanPlan, ScanWeights};
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+    fn v(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+    fn idx(&mut self, n: usize, k: usize) -> Vec<u8> {
+        (0..n).map(|_| ((self.f() + 0.5) * k as f32) as usize % k).map(|i| i as u8).collect()
+    }
+}
+
+/// (name, out rows, in cols) of Vim layer weights.
+const GEMM_SHAPES: [(&str, usize, usize); 4] = [
+    ("Ti.in_proj_768x192", 768, 192),
+    ("Ti.out_proj_192x384", 192, 384),
+    ("S.in_proj_1536x384", 1536, 384),
+    ("B.in_proj_3072x768", 3072, 768),
+];
+const GEMV_SHAPES: [(&str, usize, usize); 3] = [
+    ("Ti.in_proj_768x192", 768, 192),
+    ("B.in_proj_3072x768", 3072, 768),
+    ("big_4096x1024_16MB", 4096, 1024),
+];
+const VQ: [(&str, usize, usize); 3] = [("vq3bit_k64d2", 64, 2), ("vq2bit_k256d4", 256, 4), ("vq1bit_k256d8", 256, 8)];
+
+fn tract_mm(m: usize, k: usize, n: usize, w: &[f32]) -> impl FnMut(&[f32]) {
+    let mmm = MmmDispatch::native().preferred_kernel(f32::datum_type(), Some(m), Some(k), Some(n)).unwrap();
+    let packing = &mmm.packings()[0];
+    let a = Tensor::from_shape(&[m, k], w).unwrap();
+    let pa = packing.0.prepare_one(&a, 1, 0).unwrap();
+    let mut c = Tensor::zero::<f32>(&[m, n]).unwrap();
+    move |b: &[f32]| {
+        let packing = &mmm.packings()[0];
+        // Activations arrive token-major (n × k): view them as k × n with k_axis = 1, n_axis = 0.
+        let bt = Tensor::from_shape(&[n, k], b).unwrap();
+        let pb = packing.1.prepare_one(&bt, 1, 0).unwrap();
+        // SAFETY: shapes match the packed operands and the output tensor.
+        unsafe {
+            mmm.run(
+                m,
+                n,
+                &[
+                    FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pa), b: AsInputValue::Borrowed(&*pb), packing: 0 },
+                    FusedSpec::Store(mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
+                ],
+            )
+            .unwrap();
+        }
+        black_box(&c);
+    }
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let simd = kernels();
+    let scalar = table(Level::Scalar).unwrap();
+    let mut rng = Rng(1);
+    let l = 197;
+    for (si, (name, n, k)) in GEMM_SHAPES.iter().copied().enumerate() {
+        let mut g = c.benchmark_group(format!("gemm_L197/{name}"));
+        g.throughput(Throughput::Elements((l * n * k) as u64));
+        let a = rng.v(l * k);
+        let w = rng.v(n * k);
+        let mut out = vec![0f32; l * n];
+        let mut scratch = vec![0f32; scratch_len(k)];
+        let am = MatRef::new(&a, l, k, k);
+        if si == 0 {
+            g.bench_function("scalar_f32", |b| {
+                b.iter(|| (scalar.gemm_f32)(am, &w, &mut MatMut::new(&mut out, l, n, n), &mut scratch))
+            });
+        }
+        g.bench_function(format!("{}_f32", simd.level.name()), |b| {
+            b.iter(|| (simd.gemm_f32)(am, &w, &mut MatMut::new(&mut out, l, n, n), &mut scratch))
+        });
+        for (vn, kk, d) in VQ {
+            let cb = rng.v(kk * d);
+            let ix = rng.idx(n * k.div_ceil(d), kk);
+            let vq = VqMatrix { rows: n, cols: k, k: kk, d, codebook: Codebook::F32(&cb), indices: Indices::U8(&ix) };
+            g.bench_function(format!("{}_{vn}", simd.level.name()), |b| {
+                b.iter(|| (simd.vq_gemm_f32)(am, &vq, &mut MatMut::new(&mut out, l, n, n), &mut scratch))
+            });
+        }
+        let mut t = tract_mm(n, k, l, &w);
+        g.bench_function("tract_f32", |b| b.iter(|| t(&a)));
+        g.finish();
+    }
+}
+
+fn bench_gemv(c: &mut Criterion) {
+    let simd = kernels();
+    let mut rng = Rng(2);
+    for (name, n, k) in GEMV_SHAPES {
+        let mut g = c.benchmark_group(format!("gemv_L1/{name}"));
+        g.throughput(Throughput::Elements((n * k) as u64));
+        let x = rng.v(k);
+        let w = rng.v(n * k);
+        let mut out = vec![0f32; n];
+        g.bench_function(format!("{}_f32", simd.level.name()), |b| b.iter(|| (simd.gemv_f32)(&x, &w, &mut out)));
+        for (vn, kk, d) in VQ {
+            let cb = rng.v(kk * d);
+            let ix = rng.idx(n * k.div_ceil(d), kk);
+            let vq = VqMatrix { rows: n, cols: k, k: kk, d, codebook: Codebook::F32(&cb), indices: Indices::U8(&ix) };
+            let mut lut = vec![0f32; kk * k.div_ceil(d)];
+            g.bench_function(format!("{}_{vn}", simd.level.name()), |b| {
+                b.iter(|| (simd.vq_gemv_f32)(&x, &vq, &mut out, &mut lut))
+            });
+        }
+        let mut t = tract_mm(n, k, 1, &w);
+        g.bench_function("tract_f32", |b| b.iter(|| t(&x)));
+        let mut dst = vec![0f32; n * k];
+        g.bench_function("memcpy_f32_bytes", |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&w));
+                black_box(&dst);
+            })
+        });
+        g.finish();
+    }
+}
+
+fn bench_scan(c: &mut Criterion) {
+    let (l, e, n, r) = (197usize, 384usize, 16usize, 12usize);
+    let xr = r + 2 * n;
+    let mut rng = Rng(3);
+    let a: Vec<f32> = (0..e * n).map(|i| -((1 + i % n) as f32)).collect();
+    let (d_skip, dt_bias) = (rng.v(e), rng.v(e));
+    let (u, delta, x_dbl, gate) = (rng.v(l * e), rng.v(l * e), rng.v(l * xr), rng.v(l * e));
+    let w = ScanWeights { a: &a, d_skip: &d_skip, dt_bias: &dt_bias, dt_rank: r, d_state: n };
+    let x = ScanInputs {
+        u: MatRef::new(&u, l, e, e),
+        delta: MatRef::new(&delta, l, e, e),
+        x_dbl: MatRef::new(&x_dbl, l, xr, xr),
+        gate: MatRef::new(&gate, l, e, e),
+    };
+    let plan = ScanPlan { dir: Direction::Forward, steps: 0..l, emit: 0..l, accumulate: false };
+    let mut acc = vec![0f32; l * e];
+    let mut h = vec![0f32; e * n];
+    let mut g = c.benchmark_group("scan/Ti_L197_E384_N16");
+    g.throughput(Throughput::Elements((l * e * n) as u64));
+    for lv in [Level::Scalar, kernels().level] {
+        let k = table(lv).unwrap();
+        g.bench_with_input(BenchmarkId::from_parameter(lv.name()), &lv, |b, _| {
+            b.iter(|| (k.scan_f32)(&w, &x, &plan, &mut MatMut::new(&mut acc, l, e, e), &mut h))
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1200))
+}
+
+criterion_group! { name = benches; config = config(); targets = bench_gemm, bench_gemv, bench_scan }
+criterion_main!(benches);

@@ -1,0 +1,322 @@
+//! x86-64 AVX2 + FMA kernels: the [`Simd`] primitives on `__m256` and `#[target_feature]` entry
+//! points instantiating the generic bodies of [`super::generic`].
+//!
+//! Every `avx2_*` function is `unsafe`: the caller must have checked
+//! `is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")` (the dispatch table in
+//! [`super::dispatch`] only exists after that check). Numerical contracts vs the scalar oracle
+//! (tested in `tests/simd_conformance.rs`):
+//! * GEMM / GEMV / VQ GEMM / VQ GEMV: `|y − y_oracle| ≤ 1e-6 · Σ_c |a_c·w_c|` per output.
+//! * RMSNorm: 1e-6 relative; conv1d + SiLU, SiLU: 1e-6 relative (+1e-30 absolute).
+//! * Scan: 2e-5 relative to the output scale (exp/softplus 3e-7 / 1e-6 relative per step).
+//!
+//! Benchmarks behind these choices: `cargo bench --bench kernels` (groups `gemm_*`, `gemv_*`,
+//! `scan`), see docs/RESULTS.md "Kernels".
+
+use core::arch::x86_64::*;
+use core::ops::Range;
+
+use super::generic::{self, Simd};
+use super::{Direction, MatMut, MatRef, VqMatrix};
+use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
+
+/// The AVX2 + FMA primitive set (8 f32 lanes).
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2;
+
+impl Simd for Avx2 {
+    const LANES: usize = 8;
+    const NRV: usize = 2;
+    type V = __m256;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values at p.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees 8 writable values at p.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: FMA is enabled by the caller.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn round(a: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m256) -> __m256 {
+        // SAFETY: AVX2 is enabled by the caller.
+        unsafe {
+            let i = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(i))
+        }
+    }
+    #[inline(always)]
+    unsafe fn frexp(x: __m256) -> (__m256, __m256) {
+        // SAFETY: AVX2 is enabled by the caller.
+        unsafe {
+            let b = _mm256_castps_si256(x);
+            let e = _mm256_sub_epi32(
+                _mm256_and_si256(_mm256_srli_epi32::<23>(b), _mm256_set1_epi32(0xff)),
+                _mm256_set1_epi32(126),
+            );
+            let m = _mm256_or_si256(
+                _mm256_and_si256(b, _mm256_set1_epi32(0x807f_ffff_u32 as i32)),
+                _mm256_set1_epi32(0x3f00_0000),
+            );
+            (_mm256_castsi256_ps(m), _mm256_cvtepi32_ps(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+    #[inline(always)]
+    unsafe fn gather_sum_u8(lut: &[f32], idx: &[u8], k: usize) -> f32 {
+        let g = idx.len();
+        assert!(k >= 1 && lut.len() >= g * k && g * k <= i32::MAX as usize);
+        let g8 = g / 8 * 8;
+        // SAFETY: AVX2 is enabled by the caller; every index is clamped to k − 1 (a validated
+        // model never needs it), so each gathered offset (g0+j)·k + q < g·k ≤ lut.len().
+        let mut s = unsafe {
+            let kv = _mm256_set1_epi32(k as i32);
+            let kmax = _mm256_set1_epi32(k as i32 - 1);
+            let mut off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kv);
+            let step = _mm256_set1_epi32((8 * k) as i32);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut g0 = 0;
+            while g0 < g8 {
+                let q = _mm_loadl_epi64(idx.as_ptr().add(g0) as *const __m128i);
+                let q = _mm256_min_epu32(_mm256_cvtepu8_epi32(q), kmax);
+                debug_assert!(idx[g0..g0 + 8].iter().all(|i| (*i as usize) < k));
+                let v = _mm256_i32gather_ps::<4>(lut.as_ptr(), _mm256_add_epi32(off, q));
+                if g0 & 8 == 0 {
+                    a0 = _mm256_add_ps(a0, v);
+                } else {
+                    a1 = _mm256_add_ps(a1, v);
+                }
+                off = _mm256_add_epi32(off, step);
+                g0 += 8;
+            }
+            Self::hsum(_mm256_add_ps(a0, a1))
+        };
+        for (gi, q) in idx.iter().enumerate().skip(g8) {
+            s += lut[gi * k + *q as usize];
+        }
+        s
+    }
+    #[inline(always)]
+    unsafe fn gather_sum_u16(lut: &[f32], idx: &[u16], k: usize) -> f32 {
+        let g = idx.len();
+        assert!(k >= 1 && lut.len() >= g * k && g * k <= i32::MAX as usize);
+        let g8 = g / 8 * 8;
+        // SAFETY: as gather_sum_u8: indices clamped to k − 1, offsets < g·k ≤ lut.len().
+        let mut s = unsafe {
+            let kv = _mm256_set1_epi32(k as i32);
+            let kmax = _mm256_set1_epi32(k as i32 - 1);
+            let mut off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kv);
+            let step = _mm256_set1_epi32((8 * k) as i32);
+            let mut a0 = _mm256_setzero_ps();
+            let mut g0 = 0;
+            while g0 < g8 {
+                let q = _mm_loadu_si128(idx.as_ptr().add(g0) as *const __m128i);
+                let q = _mm256_min_epu32(_mm256_cvtepu16_epi32(q), kmax);
+                debug_assert!(idx[g0..g0 + 8].iter().all(|i| (*i as usize) < k));
+                let v = _mm256_i32gather_ps::<4>(lut.as_ptr(), _mm256_add_epi32(off, q));
+                a0 = _mm256_add_ps(a0, v);
+                off = _mm256_add_epi32(off, step);
+                g0 += 8;
+            }
+            Self::hsum(a0)
+        };
+        for (gi, q) in idx.iter().enumerate().skip(g8) {
+            s += lut[gi * k + *q as usize];
+        }
+        s
+    }
+}
+
+/// Dense GEMM `out = a·wᵀ`, 6-token × 16-row register block over a packed panel
+/// (`scratch ≥ 16·k`), dot-product form for ≤ 2 tokens.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_gemm_f32_6x16(a: MatRef<'_>, w: &[f32], out: &mut MatMut<'_>, scratch: &mut [f32]) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::gemm::<Avx2>(a, w, out, scratch) }
+}
+
+/// VQ GEMM: decodes 16-row panels into `scratch` (≥ 16·k values) once, then the 6×16
+/// micro-kernel over all tokens; one token uses [`avx2_vq_gemv_f32_lut`].
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_vq_gemm_f32_6x16(
+    a: MatRef<'_>,
+    w: &VqMatrix<'_>,
+    out: &mut MatMut<'_>,
+    scratch: &mut [f32],
+) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::vq_gemm::<Avx2>(a, w, out, scratch) }
+}
+
+/// Dense GEMV, four rows × 16 lanes per step.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_gemv_f32_4x16(x: &[f32], w: &[f32], out: &mut [f32]) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::gemv::<Avx2>(x, w, out) }
+}
+
+/// VQ GEMV via a per-token lookup table and `vpgatherdps` (needs `k·ceil(cols/d)` scratch
+/// values, else decodes).
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_vq_gemv_f32_lut(x: &[f32], w: &VqMatrix<'_>, out: &mut [f32], scratch: &mut [f32]) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::vq_gemv::<Avx2>(x, w, out, scratch) }
+}
+
+/// Selective scan (whole width), vector `exp` over the N state lanes, fused softplus, D skip and
+/// gate.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_scan_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    h: &mut [f32],
+) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::scan::<Avx2>(w, x, plan, acc, h) }
+}
+
+/// Selective scan over a channel range (threads); see [`generic::scan_channels`].
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_scan_channels_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    acc_col0: usize,
+    h: &mut [f32],
+    ch: Range<usize>,
+) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::scan_channels::<Avx2>(w, x, plan, acc, acc_col0, h, ch) }
+}
+
+/// Depthwise conv1d + SiLU, 8 channels per vector.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_conv1d_silu_f32(
+    dir: Direction,
+    x: MatRef<'_>,
+    w: &[f32],
+    bias: &[f32],
+    steps: Range<usize>,
+    out: &mut MatMut<'_>,
+) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::conv1d_silu::<Avx2>(dir, x, w, bias, steps, out) }
+}
+
+/// RMSNorm of one row.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_rmsnorm_f32(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::rmsnorm::<Avx2>(x, w, eps, out) }
+}
+
+/// Fused residual add + RMSNorm of one row.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32], eps: f32) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::add_rmsnorm::<Avx2>(residual, hidden, w, eps) }
+}
+
+/// SiLU in place.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_silu_f32(xs: &mut [f32]) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::silu_inplace::<Avx2>(xs) }
+}

@@ -1,0 +1,823 @@
+//! One kernel body per operation, generic over a small SIMD primitive set ([`Simd`]).
+//!
+//! `kernels/avx2.rs` and `kernels/neon.rs` implement [`Simd`] with intrinsics and instantiate these
+//! bodies inside `#[target_feature]` entry points (style rule 6: same primitives per ISA, one body).
+//! Everything here is `#[inline(always)]` so that it is compiled with the entry point's features.
+//!
+//! The numerical contracts (vs the scalar oracle in [`super::scalar`]) are stated on the public
+//! entry points of each ISA module; in short:
+//! * GEMM/GEMV (dense and VQ): each output differs from the oracle's by at most
+//!   `1e-6 · Σ_c |a_c·w_c|` (FMA and a different summation order; f32 accumulation).
+//! * [`exp_v`]: max relative error 3e-7 vs `libm::expf` for `x ∈ [−87.3, 88.3]`; below −87.3 it
+//!   returns `exp(−87.3) ≈ 1.2e-38` instead of a subnormal (absolute error < 1.2e-38).
+//! * [`softplus_v`] / [`silu_v`]: max relative error 1e-6 vs the oracle's libm formulas.
+//! * scan: relative to the output scale, 2e-6 per step compounded (tested at 2e-5).
+
+use core::ops::Range;
+
+use super::{f16_to_f32, Codebook, Direction, Indices, MatMut, MatRef, VqMatrix};
+use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
+
+/// Rows of `W` per packed panel (`NRV · LANES` on every ISA).
+pub const NR: usize = 16;
+/// Tokens per micro-kernel call.
+pub const MR: usize = 6;
+
+/// The primitive set every ISA provides. All methods are `unsafe` because they are only sound
+/// where the ISA's features are enabled (guaranteed by the callers' `#[target_feature]`) and
+/// because `load`/`store` take raw pointers (valid for `LANES` values).
+pub(crate) trait Simd: Copy {
+    /// f32 lanes per vector.
+    const LANES: usize;
+    /// Vectors per packed-panel row block: `NRV · LANES == NR`.
+    const NRV: usize;
+    /// The vector type.
+    type V: Copy;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(x: f32) -> Self::V;
+    /// Unaligned load of `LANES` values.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Unaligned store of `LANES` values.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `a·b + c`, one rounding.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Round to nearest, ties to even.
+    unsafe fn round(a: Self::V) -> Self::V;
+    /// `2ⁿ` for integral `n ∈ [−126, 127]` (given as f32).
+    unsafe fn pow2i(n: Self::V) -> Self::V;
+    /// For positive normal `x`: `(m, e)` with `x = m·2ᵉ`, `m ∈ [0.5, 1)`, `e` as f32.
+    unsafe fn frexp(x: Self::V) -> (Self::V, Self::V);
+    /// Lane-wise `if a < b { x } else { y }`.
+    unsafe fn select_lt(a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
+    /// Sum of the lanes.
+    unsafe fn hsum(v: Self::V) -> f32;
+
+    /// `Σ_g lut[g·k + idx[g]]` over `idx.len()` groups (the VQ GEMV gather). The default is
+    /// scalar with four partial sums; ISAs with a gather instruction override it.
+    #[inline(always)]
+    unsafe fn gather_sum_u8(lut: &[f32], idx: &[u8], k: usize) -> f32 {
+        gather_sum_scalar(lut, idx, k)
+    }
+    /// [`Simd::gather_sum_u8`] with 16-bit indices.
+    #[inline(always)]
+    unsafe fn gather_sum_u16(lut: &[f32], idx: &[u16], k: usize) -> f32 {
+        gather_sum_scalar(lut, idx, k)
+    }
+}
+
+/// Portable gather-accumulate (four independent sums, indices bound-checked).
+#[inline(always)]
+pub(crate) fn gather_sum_scalar<I: Copy + Into<u32>>(lut: &[f32], idx: &[I], k: usize) -> f32 {
+    let mut s = [0f32; 4];
+    let n4 = idx.len() / 4 * 4;
+    for (g4, q) in idx[..n4].chunks_exact(4).enumerate() {
+        for j in 0..4 {
+            s[j] += lut[(g4 * 4 + j) * k + q[j].into() as usize];
+        }
+    }
+    let mut r = (s[0] + s[2]) + (s[1] + s[3]);
+    for (g, q) in idx.iter().enumerate().skip(n4) {
+        r += lut[g * k + (*q).into() as usize];
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transcendentals (Cephes single-precision polynomials).
+
+const EXP_HI: f32 = 88.376_26;
+const EXP_LO: f32 = -87.336_54;
+
+/// Vector `exp`; see the module doc for the contract.
+#[inline(always)]
+pub(crate) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
+    // SAFETY (whole fn): only arithmetic primitives; the caller guarantees the ISA.
+    unsafe {
+        let x = S::min(S::max(x, S::splat(EXP_LO)), S::splat(EXP_HI));
+        let fx = S::round(S::mul(x, S::splat(core::f32::consts::LOG2_E)));
+        // Cody-Waite: x − fx·ln2 in two parts.
+        let r = S::fma(fx, S::splat(-0.693_359_4), x);
+        let r = S::fma(fx, S::splat(2.121_944_4e-4), r);
+        let mut p = S::splat(1.987_569_1e-4);
+        p = S::fma(p, r, S::splat(1.398_199_9e-3));
+        p = S::fma(p, r, S::splat(8.333_452e-3));
+        p = S::fma(p, r, S::splat(4.166_579_6e-2));
+        p = S::fma(p, r, S::splat(1.666_666_5e-1));
+        p = S::fma(p, r, S::splat(5.000_000_1e-1));
+        let r2 = S::mul(r, r);
+        let y = S::add(S::fma(p, r2, r), S::splat(1.0));
+        // fx ∈ [−126, 128) after the clamp; split 2^fx so that 2^128 never forms.
+        let half = S::round(S::mul(fx, S::splat(0.5)));
+        S::mul(S::mul(y, S::pow2i(half)), S::pow2i(S::sub(fx, half)))
+    }
+}
+
+/// Natural log of positive normal `x` (Cephes `logf`), max rel. error ~2e-7.
+#[inline(always)]
+pub(crate) unsafe fn ln_v<S: Simd>(x: S::V) -> S::V {
+    // SAFETY (whole fn): arithmetic primitives only.
+    unsafe {
+        let (m, e) = S::frexp(x);
+        let one = S::splat(1.0);
+        // m < sqrt(1/2): m = 2m − 1, e −= 1; else m = m − 1.
+        let small = S::splat(core::f32::consts::FRAC_1_SQRT_2);
+        let e = S::select_lt(m, small, S::sub(e, one), e);
+        let m = S::select_lt(m, small, S::sub(S::add(m, m), one), S::sub(m, one));
+        let z = S::mul(m, m);
+        let mut p = S::splat(7.037_683_6e-2);
+        p = S::fma(p, m, S::splat(-1.151_461e-1));
+        p = S::fma(p, m, S::splat(1.167_699_9e-1));
+        p = S::fma(p, m, S::splat(-1.242_014_1e-1));
+        p = S::fma(p, m, S::splat(1.424_932_3e-1));
+        p = S::fma(p, m, S::splat(-1.666_805_8e-1));
+        p = S::fma(p, m, S::splat(2.000_071_5e-1));
+        p = S::fma(p, m, S::splat(-2.499_999_4e-1));
+        p = S::fma(p, m, S::splat(3.333_333e-1));
+        let mut y = S::mul(S::mul(p, m), z);
+        y = S::fma(e, S::splat(-2.121_944_4e-4), y);
+        y = S::fma(z, S::splat(-0.5), y);
+        let r = S::add(m, y);
+        S::fma(e, S::splat(0.693_359_4), r)
+    }
+}
+
+/// Softplus with the oracle's threshold rule (`x` if `x > 20`, else `log1p(exp(x))`).
+#[inline(always)]
+pub(crate) unsafe fn softplus_v<S: Simd>(x: S::V) -> S::V {
+    // SAFETY (whole fn): arithmetic primitives only.
+    unsafe {
+        let y = exp_v::<S>(x);
+        let one = S::splat(1.0);
+        let w = S::add(one, y);
+        // log1p(y) = log(w)·y/(w−1) (exact correction for the rounding of 1 + y), or y if w == 1.
+        let wm1 = S::sub(w, one);
+        let tiny = S::splat(f32::MIN_POSITIVE);
+        let safe = S::select_lt(wm1, tiny, one, wm1);
+        let l = S::mul(ln_v::<S>(w), S::div(y, safe));
+        let l = S::select_lt(wm1, tiny, y, l);
+        // x > 20 → x.
+        S::select_lt(S::splat(20.0), x, x, l)
+    }
+}
+
+/// SiLU, `x / (1 + exp(−x))`.
+#[inline(always)]
+pub(crate) unsafe fn silu_v<S: Simd>(x: S::V) -> S::V {
+    // SAFETY (whole fn): arithmetic primitives only.
+    unsafe {
+        let e = exp_v::<S>(S::sub(S::zero(), x));
+        S::div(x, S::add(S::splat(1.0), e))
+    }
+}
+
+/// Applies a vector function to a slice; the tail goes through a zero-padded vector.
+#[inline(always)]
+unsafe fn map_inplace<S: Simd>(xs: &mut [f32], f: impl Fn(S::V) -> S::V) {
+    let l = S::LANES;
+    let n = xs.len() / l * l;
+    let p = xs.as_mut_ptr();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + LANES ≤ n ≤ xs.len().
+        unsafe { S::store(p.add(i), f(S::load(p.add(i)))) };
+        i += l;
+    }
+    if n < xs.len() {
+        let mut tmp = [0f32; 16];
+        let rest = xs.len() - n;
+        tmp[..rest].copy_from_slice(&xs[n..]);
+        // SAFETY: tmp holds 16 ≥ LANES values.
+        unsafe { S::store(tmp.as_mut_ptr(), f(S::load(tmp.as_ptr()))) };
+        xs[n..].copy_from_slice(&tmp[..rest]);
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
+    // SAFETY: the caller guarantees the ISA.
+    unsafe { map_inplace::<S>(xs, |v| silu_v::<S>(v)) }
+}
+
+/// Scalar-vector `exp` of one value through the vector code (for tails).
+#[inline(always)]
+unsafe fn exp1<S: Simd>(x: f32) -> f32 {
+    let mut t = [x; 16];
+    // SAFETY: t holds 16 ≥ LANES values; the caller guarantees the ISA.
+    unsafe { S::store(t.as_mut_ptr(), exp_v::<S>(S::load(t.as_ptr()))) };
+    t[0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense and VQ GEMM.
+
+/// Packs rows `r0 .. r0 + nr` of a dense `n × k` matrix into `panel[c·NR + j]` (zero rows
+/// beyond `nr`).
+#[inline(always)]
+fn pack_dense(w: &[f32], k: usize, r0: usize, nr: usize, panel: &mut [f32]) {
+    let panel = &mut panel[..k * NR];
+    if nr < NR {
+        panel.fill(0.0);
+    }
+    for j in 0..nr {
+        let row = &w[(r0 + j) * k..(r0 + j + 1) * k];
+        for (c, v) in row.iter().enumerate() {
+            panel[c * NR + j] = *v;
+        }
+    }
+}
+
+/// Decodes rows `r0 .. r0 + nr` of a VQ matrix into the packed panel layout.
+#[inline(always)]
+fn pack_vq(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
+    let (k, d) = (w.cols, w.d);
+    let g = w.groups_per_row();
+    let panel = &mut panel[..k * NR];
+    if nr < NR {
+        panel.fill(0.0);
+    }
+    for j in 0..nr {
+        let base = (r0 + j) * g;
+        for gi in 0..g {
+            let idx = match w.indices {
+                Indices::U8(ix) => ix[base + gi] as usize,
+                Indices::U16(ix) => ix[base + gi] as usize,
+            };
+            assert!(idx < w.k, "VQ index out of range");
+            let c0 = gi * d;
+            let len = d.min(k - c0);
+            match w.codebook {
+                Codebook::F32(cb) => {
+                    for (i, v) in cb[idx * d..idx * d + len].iter().enumerate() {
+                        panel[(c0 + i) * NR + j] = *v;
+                    }
+                }
+                Codebook::F16(cb) => {
+                    for (i, h) in cb[idx * d..idx * d + len].iter().enumerate() {
+                        panel[(c0 + i) * NR + j] = f16_to_f32(*h);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[t0+i][r0 .. r0+nr] = a[t0+i] · panel` for `i < M`: the register-blocked micro-kernel
+/// (`M` tokens × `NR` rows of accumulators, one broadcast per token and `NRV` panel loads per
+/// input feature).
+#[inline(always)]
+unsafe fn micro<S: Simd, const M: usize>(
+    a: &MatRef<'_>,
+    t0: usize,
+    panel: &[f32],
+    out: &mut MatMut<'_>,
+    r0: usize,
+    nr: usize,
+) {
+    let k = a.cols();
+    assert!(panel.len() >= k * NR && S::NRV * S::LANES == NR && S::NRV <= 4);
+    // SAFETY (whole block): the panel holds k·NR values and every a-row k values (asserted
+    // above / by MatRef::row), so every load below is in bounds; stores go to a 16-value stack
+    // array or to out rows checked by MatMut::row_mut and the r0 + NR ≤ cols test.
+    unsafe {
+        let mut acc = [[S::zero(); 4]; M];
+        let mut ap = [core::ptr::null::<f32>(); M];
+        for (i, p) in ap.iter_mut().enumerate() {
+            *p = a.row(t0 + i).as_ptr();
+        }
+        let pp = panel.as_ptr();
+        for c in 0..k {
+            let mut w = [S::zero(); 4];
+            for (v, wv) in w.iter_mut().enumerate().take(S::NRV) {
+                *wv = S::load(pp.add(c * NR + v * S::LANES));
+            }
+            for i in 0..M {
+                let b = S::splat(*ap[i].add(c));
+                for v in 0..S::NRV {
+                    acc[i][v] = S::fma(b, w[v], acc[i][v]);
+                }
+            }
+        }
+        let full = nr == NR && r0 + NR <= out.cols();
+        for (i, acc_i) in acc.iter().enumerate() {
+            let o = out.row_mut(t0 + i);
+            if full {
+                let op = o.as_mut_ptr().add(r0);
+                for (v, av) in acc_i.iter().enumerate().take(S::NRV) {
+                    S::store(op.add(v * S::LANES), *av);
+                }
+            } else {
+                let mut tmp = [0f32; NR];
+                for (v, av) in acc_i.iter().enumerate().take(S::NRV) {
+                    S::store(tmp.as_mut_ptr().add(v * S::LANES), *av);
+                }
+                o[r0..r0 + nr].copy_from_slice(&tmp[..nr]);
+            }
+        }
+    }
+}
+
+/// Runs the micro-kernel over every token for one packed panel.
+#[inline(always)]
+unsafe fn panel_times_tokens<S: Simd>(
+    a: &MatRef<'_>,
+    panel: &[f32],
+    out: &mut MatMut<'_>,
+    r0: usize,
+    nr: usize,
+) {
+    let m = a.rows();
+    let mut t = 0;
+    // SAFETY (whole block): the caller guarantees the ISA; `micro` checks its bounds.
+    unsafe {
+        while t + MR <= m {
+            micro::<S, MR>(a, t, panel, out, r0, nr);
+            t += MR;
+        }
+        match m - t {
+            0 => {}
+            1 => micro::<S, 1>(a, t, panel, out, r0, nr),
+            2 => micro::<S, 2>(a, t, panel, out, r0, nr),
+            3 => micro::<S, 3>(a, t, panel, out, r0, nr),
+            4 => micro::<S, 4>(a, t, panel, out, r0, nr),
+            _ => micro::<S, 5>(a, t, panel, out, r0, nr),
+        }
+    }
+}
+
+/// Dot products of one token with `n` dense rows (`out[r] = x · w[r]`), four rows at a time.
+#[inline(always)]
+unsafe fn gemv_rows<S: Simd>(x: &[f32], w: &[f32], out: &mut [f32]) {
+    let k = x.len();
+    let n = out.len();
+    assert!(w.len() >= n * k);
+    let l = S::LANES;
+    let k2 = k / (2 * l) * (2 * l);
+    let mut r = 0;
+    // SAFETY (whole block): every load reads x[c..c+LANES] / w[row·k + c ..] with
+    // c + LANES ≤ k2 ≤ k and row < n, inside the asserted lengths.
+    unsafe {
+        let xp = x.as_ptr();
+        while r < n {
+            let nr = (n - r).min(4);
+            let mut acc = [[S::zero(); 2]; 4];
+            let mut wp = [w.as_ptr(); 4];
+            for (j, p) in wp.iter_mut().enumerate() {
+                *p = w.as_ptr().add((r + j.min(nr - 1)) * k);
+            }
+            let mut c = 0;
+            while c < k2 {
+                let x0 = S::load(xp.add(c));
+                let x1 = S::load(xp.add(c + l));
+                for j in 0..4 {
+                    acc[j][0] = S::fma(x0, S::load(wp[j].add(c)), acc[j][0]);
+                    acc[j][1] = S::fma(x1, S::load(wp[j].add(c + l)), acc[j][1]);
+                }
+                c += 2 * l;
+            }
+            for j in 0..nr {
+                let mut s = S::hsum(S::add(acc[j][0], acc[j][1]));
+                for cc in k2..k {
+                    s += x[cc] * *wp[j].add(cc);
+                }
+                out[r + j] = s;
+            }
+            r += nr;
+        }
+    }
+}
+
+/// Dense GEMM `out = a · wᵀ`; `scratch` (≥ [`panel_len`]`(k)` values) holds the packed panel.
+///
+/// Every output is one FMA chain over `c = 0, 1, …, k−1` in a vector lane, so with enough
+/// scratch the result does not depend on the token count or blocking (the last-layer cls-only
+/// shortcut stays bit-identical), and a VQ matrix (decoded into the same panel) gives exactly
+/// the values of its decoded dense matrix. Without the scratch it falls back to the
+/// dot-product form (different rounding).
+#[inline(always)]
+pub(crate) unsafe fn gemm<S: Simd>(
+    a: MatRef<'_>,
+    w: &[f32],
+    out: &mut MatMut<'_>,
+    scratch: &mut [f32],
+) {
+    let (m, k, n) = (a.rows(), a.cols(), out.cols());
+    assert_eq!(w.len(), n * k, "gemm: weight is not {n}×{k}");
+    assert_eq!(out.rows(), m, "gemm: token counts differ");
+    // SAFETY (whole block): the caller guarantees the ISA.
+    unsafe {
+        if scratch.len() < panel_len(k) {
+            for t in 0..m {
+                gemv_rows::<S>(a.row(t), w, out.row_mut(t));
+            }
+            return;
+        }
+        let mut r0 = 0;
+        while r0 < n {
+            let nr = NR.min(n - r0);
+            pack_dense(w, k, r0, nr, scratch);
+            panel_times_tokens::<S>(&a, scratch, out, r0, nr);
+            r0 += nr;
+        }
+    }
+}
+
+/// Scratch values the packed GEMM paths need for `k` input features.
+pub const fn panel_len(k: usize) -> usize {
+    NR.saturating_mul(k)
+}
+
+/// Scratch values the VQ GEMV lookup table needs: `k · ceil(cols / d)`.
+pub fn lut_len(w: &VqMatrix<'_>) -> usize {
+    w.k.saturating_mul(w.groups_per_row())
+}
+
+/// VQ GEMM: decode one `NR`-row panel at a time into `scratch`, micro-kernel over all tokens
+/// (bit-identical to [`gemm`] on the decoded matrix; too little scratch → the scalar oracle).
+#[inline(always)]
+pub(crate) unsafe fn vq_gemm<S: Simd>(
+    a: MatRef<'_>,
+    w: &VqMatrix<'_>,
+    out: &mut MatMut<'_>,
+    scratch: &mut [f32],
+) {
+    let (m, k, n) = (a.rows(), a.cols(), out.cols());
+    assert_eq!(w.cols, k, "vq_gemm: input width differs");
+    assert_eq!(w.rows, n, "vq_gemm: output width differs");
+    assert_eq!(out.rows(), m, "vq_gemm: token counts differ");
+    // SAFETY (whole block): the caller guarantees the ISA.
+    unsafe {
+        if scratch.len() < panel_len(k) {
+            return super::scalar::vq_gemm_f32(a, w, out, scratch);
+        }
+        let mut r0 = 0;
+        while r0 < n {
+            let nr = NR.min(n - r0);
+            pack_vq(w, r0, nr, scratch);
+            panel_times_tokens::<S>(&a, scratch, out, r0, nr);
+            r0 += nr;
+        }
+    }
+}
+
+/// Builds the lookup table `lut[g·k + j] = Σ_i x[g·d + i] · cb[j][i]` (truncated last group).
+#[inline(always)]
+fn build_lut(x: &[f32], w: &VqMatrix<'_>, lut: &mut [f32]) {
+    let (d, kk) = (w.d, w.k);
+    for (g, xg) in x.chunks(d).enumerate() {
+        let row = &mut lut[g * kk..(g + 1) * kk];
+        match w.codebook {
+            Codebook::F32(cb) => {
+                for (j, o) in row.iter_mut().enumerate() {
+                    let cw = &cb[j * d..j * d + xg.len()];
+                    let mut s = 0f32;
+                    for (a, b) in xg.iter().zip(cw) {
+                        s += a * b;
+                    }
+                    *o = s;
+                }
+            }
+            Codebook::F16(cb) => {
+                for (j, o) in row.iter_mut().enumerate() {
+                    let cw = &cb[j * d..j * d + xg.len()];
+                    let mut s = 0f32;
+                    for (a, b) in xg.iter().zip(cw) {
+                        s += a * f16_to_f32(*b);
+                    }
+                    *o = s;
+                }
+            }
+        }
+    }
+}
+
+/// VQ GEMV of one token: lookup table of activation·codeword sums (`k` per group of `d`
+/// inputs), then a gather-accumulate over each row's indices. Needs [`lut_len`] scratch values;
+/// with less, decodes and multiplies row by row (slow, no scratch).
+#[inline(always)]
+pub(crate) unsafe fn vq_gemv<S: Simd>(
+    x: &[f32],
+    w: &VqMatrix<'_>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(x.len() == w.cols && out.len() == w.rows, "vq_gemv: shape mismatch");
+    let g = w.groups_per_row();
+    let need = lut_len(w);
+    if scratch.len() < need {
+        // No room for the table: decode-and-dot each row directly (needs no scratch).
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for (gi, xg) in x.chunks(w.d).enumerate() {
+                let idx = match w.indices {
+                    Indices::U8(ix) => ix[r * g + gi] as usize,
+                    Indices::U16(ix) => ix[r * g + gi] as usize,
+                };
+                assert!(idx < w.k, "VQ index out of range");
+                let cw = idx * w.d;
+                match w.codebook {
+                    Codebook::F32(cb) => {
+                        for (a, b) in xg.iter().zip(&cb[cw..cw + xg.len()]) {
+                            acc += a * b;
+                        }
+                    }
+                    Codebook::F16(cb) => {
+                        for (a, b) in xg.iter().zip(&cb[cw..cw + xg.len()]) {
+                            acc += a * f16_to_f32(*b);
+                        }
+                    }
+                }
+            }
+            *o = acc;
+        }
+        return;
+    }
+    let lut = &mut scratch[..need];
+    build_lut(x, w, lut);
+    // SAFETY: the caller guarantees the ISA; gathers index lut within g·k (indices < k are
+    // checked by the ISA implementation or by the validated model).
+    unsafe {
+        match w.indices {
+            Indices::U8(ix) => {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = S::gather_sum_u8(lut, &ix[r * g..(r + 1) * g], w.k);
+                }
+            }
+            Indices::U16(ix) => {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = S::gather_sum_u16(lut, &ix[r * g..(r + 1) * g], w.k);
+                }
+            }
+        }
+    }
+}
+
+/// Dense GEMV of one token.
+#[inline(always)]
+pub(crate) unsafe fn gemv<S: Simd>(x: &[f32], w: &[f32], out: &mut [f32]) {
+    assert_eq!(w.len(), x.len() * out.len(), "gemv: weight shape");
+    // SAFETY: the caller guarantees the ISA.
+    unsafe { gemv_rows::<S>(x, w, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Norms, conv, scan.
+
+/// `Σ x²` vectorised.
+#[inline(always)]
+unsafe fn sumsq<S: Simd>(x: &[f32]) -> f32 {
+    let l = S::LANES;
+    let n = x.len() / l * l;
+    // SAFETY: loads stay below n ≤ x.len().
+    unsafe {
+        let mut acc = S::zero();
+        let mut i = 0;
+        while i < n {
+            let v = S::load(x.as_ptr().add(i));
+            acc = S::fma(v, v, acc);
+            i += l;
+        }
+        let mut s = S::hsum(acc);
+        for v in &x[n..] {
+            s += v * v;
+        }
+        s
+    }
+}
+
+#[inline(always)]
+unsafe fn scale_mul<S: Simd>(x: &[f32], rstd: f32, w: &[f32], out: &mut [f32]) {
+    let l = S::LANES;
+    let n = x.len() / l * l;
+    // SAFETY: all three slices have x.len() values (checked by the callers).
+    unsafe {
+        let r = S::splat(rstd);
+        let mut i = 0;
+        while i < n {
+            let v = S::mul(S::mul(S::load(x.as_ptr().add(i)), r), S::load(w.as_ptr().add(i)));
+            S::store(out.as_mut_ptr().add(i), v);
+            i += l;
+        }
+    }
+    for i in n..x.len() {
+        out[i] = x[i] * rstd * w[i];
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn rmsnorm<S: Simd>(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(x.len() == w.len() && x.len() == out.len());
+    // SAFETY: lengths asserted; the caller guarantees the ISA.
+    unsafe {
+        let rstd = 1.0 / libm::sqrtf(sumsq::<S>(x) / x.len() as f32 + eps);
+        scale_mul::<S>(x, rstd, w, out);
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn add_rmsnorm<S: Simd>(
+    residual: &mut [f32],
+    hidden: &mut [f32],
+    w: &[f32],
+    eps: f32,
+) {
+    assert!(residual.len() == hidden.len() && residual.len() == w.len());
+    for (r, h) in residual.iter_mut().zip(hidden.iter()) {
+        *r += h;
+    }
+    // SAFETY: lengths asserted; the caller guarantees the ISA.
+    unsafe {
+        let rstd = 1.0 / libm::sqrtf(sumsq::<S>(residual) / residual.len() as f32 + eps);
+        scale_mul::<S>(residual, rstd, w, hidden);
+    }
+}
+
+/// Depthwise conv1d + SiLU (same contract as the oracle's `conv1d_silu_f32`; the taps are added
+/// in the same order, only SiLU differs). Vectorised over channels, `K ≤ 8` taps.
+#[inline(always)]
+pub(crate) unsafe fn conv1d_silu<S: Simd>(
+    dir: Direction,
+    x: MatRef<'_>,
+    w: &[f32],
+    bias: &[f32],
+    steps: Range<usize>,
+    out: &mut MatMut<'_>,
+) {
+    let e = x.cols();
+    assert!(e > 0 && w.len().is_multiple_of(e), "conv1d: weight is not E×K");
+    let kk = w.len() / e;
+    assert!(bias.len() == e && out.cols() == e);
+    assert!(steps.end <= x.rows() && steps.end <= out.rows());
+    if kk > 8 {
+        return super::scalar::conv1d_silu_f32(dir, x, w, bias, steps, out);
+    }
+    let l = x.rows();
+    let lanes = S::LANES;
+    let mut e0 = 0;
+    // SAFETY (whole block): per channel block [e0, e0+LANES) with e0 + LANES ≤ e, loads and
+    // stores stay inside rows of `e` values; wt is a 8×16 stack array.
+    unsafe {
+        while e0 + lanes <= e {
+            let mut wt = [[0f32; 16]; 8];
+            for (k, wk) in wt.iter_mut().enumerate().take(kk) {
+                for j in 0..lanes {
+                    wk[j] = w[(e0 + j) * kk + k];
+                }
+            }
+            let b = S::load(bias.as_ptr().add(e0));
+            for t in steps.clone() {
+                let mut o = b;
+                for (k, wk) in wt.iter().enumerate().take(kk) {
+                    let src = match dir {
+                        Direction::Forward => (t + k).checked_sub(kk - 1),
+                        Direction::Backward => Some(t + (kk - 1 - k)).filter(|s| *s < l),
+                    };
+                    let Some(src) = src else { continue };
+                    let xv = S::load(x.row(src).as_ptr().add(e0));
+                    o = S::add(o, S::mul(S::load(wk.as_ptr()), xv));
+                }
+                S::store(out.row_mut(t).as_mut_ptr().add(e0), silu_v::<S>(o));
+            }
+            e0 += lanes;
+        }
+    }
+    if e0 < e {
+        // Channel tail: the oracle's loop on the remaining channels, then vector SiLU.
+        for t in steps {
+            let o = &mut out.row_mut(t)[e0..];
+            o.copy_from_slice(&bias[e0..]);
+            for k in 0..kk {
+                let src = match dir {
+                    Direction::Forward => (t + k).checked_sub(kk - 1),
+                    Direction::Backward => Some(t + (kk - 1 - k)).filter(|s| *s < l),
+                };
+                let Some(src) = src else { continue };
+                let xs = &x.row(src)[e0..];
+                for (j, (oe, xe)) in o.iter_mut().zip(xs).enumerate() {
+                    *oe += w[(e0 + j) * kk + k] * xe;
+                }
+            }
+            // SAFETY: the caller guarantees the ISA.
+            unsafe { silu_inplace::<S>(o) };
+        }
+    }
+}
+
+/// Channels per softplus block of the scan.
+const SCAN_BLOCK: usize = 64;
+
+/// Selective scan of one direction over channels `ch` (same contract as
+/// [`crate::scan::selective_scan_f32`]); `h` is the state of those channels, `ch.len() · N`.
+/// Outputs go to `acc[t][ch.start − acc_col0 ..]`.
+#[inline(always)]
+pub(crate) unsafe fn scan_channels<S: Simd>(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    acc_col0: usize,
+    h: &mut [f32],
+    ch: Range<usize>,
+) {
+    let n = w.d_state;
+    let nc = ch.len();
+    assert!(h.len() >= nc * n && ch.end <= x.u.cols());
+    assert!(ch.start >= acc_col0 && ch.end - acc_col0 <= acc.cols());
+    let h = &mut h[..nc * n];
+    h.fill(0.0);
+    let lanes = S::LANES;
+    let nv = n / lanes * lanes;
+    let mut step = |t: usize| {
+        let xd = x.x_dbl.row(t);
+        let b = &xd[w.dt_rank..w.dt_rank + n];
+        let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
+        let (u, delta, gate) = (x.u.row(t), x.delta.row(t), x.gate.row(t));
+        let emit = plan.emit.contains(&t);
+        let out = acc.row_mut(t);
+        let mut cb0 = ch.start;
+        while cb0 < ch.end {
+            let cb1 = (cb0 + SCAN_BLOCK).min(ch.end);
+            let mut dt = [0f32; SCAN_BLOCK];
+            let m = cb1 - cb0;
+            for j in 0..m {
+                dt[j] = delta[cb0 + j] + w.dt_bias[cb0 + j];
+            }
+            // SAFETY: dt has SCAN_BLOCK (a multiple of 16) values; the ISA is guaranteed.
+            unsafe { map_inplace::<S>(&mut dt[..m.div_ceil(lanes) * lanes], |v| softplus_v::<S>(v)) };
+            for j in 0..m {
+                let e = cb0 + j;
+                let dtv = dt[j];
+                let uu = u[e];
+                let du = dtv * uu;
+                let hs = &mut h[(e - ch.start) * n..(e - ch.start + 1) * n];
+                let ar = &w.a[e * n..(e + 1) * n];
+                // SAFETY: i + LANES ≤ nv ≤ n for every vector access of hs, ar, b, c.
+                let mut y = unsafe {
+                    let (dtv_v, du_v) = (S::splat(dtv), S::splat(du));
+                    let mut yv = S::zero();
+                    let mut i = 0;
+                    while i < nv {
+                        let da = exp_v::<S>(S::mul(dtv_v, S::load(ar.as_ptr().add(i))));
+                        let bu = S::mul(du_v, S::load(b.as_ptr().add(i)));
+                        let hn = S::fma(da, S::load(hs.as_ptr().add(i)), bu);
+                        S::store(hs.as_mut_ptr().add(i), hn);
+                        yv = S::fma(hn, S::load(c.as_ptr().add(i)), yv);
+                        i += lanes;
+                    }
+                    S::hsum(yv)
+                };
+                for i in nv..n {
+                    // SAFETY: the ISA is guaranteed.
+                    let hn = unsafe { exp1::<S>(dtv * ar[i]) } * hs[i] + du * b[i];
+                    hs[i] = hn;
+                    y += hn * c[i];
+                }
+                if emit {
+                    let o = (y + w.d_skip[e] * uu) * gate[e];
+                    let oc = &mut out[e - acc_col0];
+                    if plan.accumulate {
+                        *oc += o;
+                    } else {
+                        *oc = o;
+                    }
+                }
+            }
+            cb0 = cb1;
+        }
+    };
+    match plan.dir {
+        Direction::Forward => plan.steps.clone().for_each(&mut step),
+        Direction::Backward => plan.steps.clone().rev().for_each(&mut step),
+    }
+}
+
+/// Whole-width scan with the oracle's checks.
+#[inline(always)]
+pub(crate) unsafe fn scan<S: Simd>(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    h: &mut [f32],
+) {
+    let e = x.u.cols();
+    let n = w.d_state;
+    let l = x.u.rows();
+    assert!(w.a.len() == e * n && h.len() == e * n);
+    assert!(w.d_skip.len() == e && w.dt_bias.len() == e);
+    assert!(x.delta.cols() == e && x.gate.cols() == e && acc.cols() == e);
+    assert!(x.x_dbl.cols() == w.dt_rank + 2 * n);
+    assert!(x.delta.rows() >= l && x.x_dbl.rows() >= l && x.gate.rows() >= l && acc.rows() >= l);
+    assert!(plan.emit.start >= plan.steps.start && plan.emit.end <= plan.steps.end);
+    match plan.dir {
+        Direction::Forward => assert!(plan.steps.start == 0 && plan.steps.end <= l),
+        Direction::Backward => assert!(plan.steps.end == l),
+    }
+    // SAFETY: the caller guarantees the ISA.
+    unsafe { scan_channels::<S>(w, x, plan, acc, 0, h, 0..e) }
+}

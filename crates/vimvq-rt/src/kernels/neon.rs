@@ -1,0 +1,248 @@
+//! aarch64 NEON kernels (baseline of every aarch64 target: Pi 4 / Cortex-A72) and the
+//! NEON + dotprod extras (Pi 5 / Cortex-A76, `sdot` through `asm!`).
+//!
+//! NEON is part of the aarch64 baseline, so the `neon_*` entry points are safe functions; the
+//! `dotprod_*` ones need `is_aarch64_feature_detected!("dotprod")` (the dispatch table in
+//! [`super::dispatch`] only exists after that check). Numerical contracts vs the scalar oracle
+//! (tested in `tests/simd_conformance.rs`), identical to the AVX2 ones:
+//! * GEMM / GEMV / VQ GEMM / VQ GEMV: `|y − y_oracle| ≤ 1e-6 · Σ_c |a_c·w_c|` per output.
+//! * RMSNorm, conv1d + SiLU, SiLU: 1e-6 relative (+1e-30 absolute).
+//! * Scan: 2e-5 relative to the output scale.
+//! * [`dotprod_dot_i8`]: exact (i32 accumulation, like the oracle `scalar::dot_i8`).
+//!
+//! Without an int8 activation path (it would break the 1e-4 end-to-end bound), the dotprod
+//! level runs the NEON f32 kernels plus the `sdot` int8 dot product.
+
+use core::arch::aarch64::*;
+use core::ops::Range;
+
+use super::generic::{self, Simd};
+use super::{Direction, MatMut, MatRef, VqMatrix};
+use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
+
+/// The NEON primitive set (4 f32 lanes, 4 vectors per 16-row panel).
+#[derive(Clone, Copy)]
+pub(crate) struct Neon;
+
+impl Simd for Neon {
+    const LANES: usize = 4;
+    const NRV: usize = 4;
+    type V = float32x4_t;
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees 4 readable values at p.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller guarantees 4 writable values at p.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vsubq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vdivq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vminq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vmaxq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn round(a: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vrndnq_f32(a) }
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe {
+            let i = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+            vreinterpretq_f32_s32(vshlq_n_s32::<23>(i))
+        }
+    }
+    #[inline(always)]
+    unsafe fn frexp(x: float32x4_t) -> (float32x4_t, float32x4_t) {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe {
+            let b = vreinterpretq_u32_f32(x);
+            let e = vsubq_s32(
+                vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32::<23>(b), vdupq_n_u32(0xff))),
+                vdupq_n_s32(126),
+            );
+            let m = vorrq_u32(vandq_u32(b, vdupq_n_u32(0x807f_ffff)), vdupq_n_u32(0x3f00_0000));
+            (vreinterpretq_f32_u32(m), vcvtq_f32_s32(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: float32x4_t, b: float32x4_t, x: float32x4_t, y: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vbslq_f32(vcltq_f32(a, b), x, y) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: float32x4_t) -> f32 {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vaddvq_f32(v) }
+    }
+}
+
+// SAFETY (every `unsafe` block in the entry points below): NEON is part of the aarch64
+// baseline, so the generic bodies' primitives are always available.
+
+/// Dense GEMM `out = a·wᵀ`, 6-token × 16-row register block (24 accumulators) over a packed
+/// panel (`scratch ≥ 16·k`), dot-product form for ≤ 2 tokens.
+pub fn neon_gemm_f32_6x16(a: MatRef<'_>, w: &[f32], out: &mut MatMut<'_>, scratch: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { generic::gemm::<Neon>(a, w, out, scratch) }
+}
+
+/// VQ GEMM: 16-row panels decoded into `scratch` once, 6×16 micro-kernel over all tokens.
+pub fn neon_vq_gemm_f32_6x16(
+    a: MatRef<'_>,
+    w: &VqMatrix<'_>,
+    out: &mut MatMut<'_>,
+    scratch: &mut [f32],
+) {
+    // SAFETY: see above.
+    unsafe { generic::vq_gemm::<Neon>(a, w, out, scratch) }
+}
+
+/// Dense GEMV, four rows × 8 lanes per step.
+pub fn neon_gemv_f32_4x8(x: &[f32], w: &[f32], out: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { generic::gemv::<Neon>(x, w, out) }
+}
+
+/// VQ GEMV via a per-token lookup table and a scalar gather (NEON has no gather).
+pub fn neon_vq_gemv_f32_lut(x: &[f32], w: &VqMatrix<'_>, out: &mut [f32], scratch: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { generic::vq_gemv::<Neon>(x, w, out, scratch) }
+}
+
+/// Selective scan, vector `exp` over the N state lanes, fused softplus, D skip and gate.
+pub fn neon_scan_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    h: &mut [f32],
+) {
+    // SAFETY: see above.
+    unsafe { generic::scan::<Neon>(w, x, plan, acc, h) }
+}
+
+/// Selective scan over a channel range (threads).
+pub fn neon_scan_channels_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    acc_col0: usize,
+    h: &mut [f32],
+    ch: Range<usize>,
+) {
+    // SAFETY: see above.
+    unsafe { generic::scan_channels::<Neon>(w, x, plan, acc, acc_col0, h, ch) }
+}
+
+/// Depthwise conv1d + SiLU, 4 channels per vector.
+pub fn neon_conv1d_silu_f32(
+    dir: Direction,
+    x: MatRef<'_>,
+    w: &[f32],
+    bias: &[f32],
+    steps: Range<usize>,
+    out: &mut MatMut<'_>,
+) {
+    // SAFETY: see above.
+    unsafe { generic::conv1d_silu::<Neon>(dir, x, w, bias, steps, out) }
+}
+
+/// RMSNorm of one row.
+pub fn neon_rmsnorm_f32(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { generic::rmsnorm::<Neon>(x, w, eps, out) }
+}
+
+/// Fused residual add + RMSNorm of one row.
+pub fn neon_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32], eps: f32) {
+    // SAFETY: see above.
+    unsafe { generic::add_rmsnorm::<Neon>(residual, hidden, w, eps) }
+}
+
+/// SiLU in place.
+pub fn neon_silu_f32(xs: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { generic::silu_inplace::<Neon>(xs) }
+}
+
+/// Exact int8 dot product with `sdot` (16 products per instruction, i32 lanes).
+///
+/// # Safety
+/// The CPU must have the dotprod extension.
+///
+/// # Panics
+/// If the lengths differ.
+#[target_feature(enable = "dotprod")]
+pub unsafe fn dotprod_dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    assert_eq!(a.len(), b.len());
+    let n16 = a.len() / 16 * 16;
+    // SAFETY: loads read a[i..i+16], b[i..i+16] with i + 16 ≤ n16 ≤ len; `sdot` exists because
+    // this function requires the dotprod feature.
+    let mut s = unsafe {
+        let mut acc = vdupq_n_s32(0);
+        let mut i = 0;
+        while i < n16 {
+            let va = vld1q_s8(a.as_ptr().add(i));
+            let vb = vld1q_s8(b.as_ptr().add(i));
+            core::arch::asm!(
+                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) va,
+                b = in(vreg) vb,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+            i += 16;
+        }
+        vaddvq_s32(acc)
+    };
+    for (x, y) in a[n16..].iter().zip(&b[n16..]) {
+        s += i32::from(*x) * i32::from(*y);
+    }
+    s
+}
