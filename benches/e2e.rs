@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../crates/vimvq-rt/tests/common/mod.rs"]
 mod common;
 

@@ -23,14 +23,20 @@ use vimvq_rt::scan::{ScanInputs, ScanPlan, ScanWeights};
 struct Rng(u64);
 impl Rng {
     fn f(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
     fn v(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.f()).collect()
     }
     fn idx(&mut self, n: usize, k: usize) -> Vec<u8> {
-        (0..n).map(|_| ((self.f() + 0.5) * k as f32) as usize % k).map(|i| i as u8).collect()
+        (0..n)
+            .map(|_| ((self.f() + 0.5) * k as f32) as usize % k)
+            .map(|i| i as u8)
+            .collect()
     }
 }
 
@@ -46,10 +52,16 @@ const GEMV_SHAPES: [(&str, usize, usize); 3] = [
     ("B.in_proj_3072x768", 3072, 768),
     ("big_4096x1024_16MB", 4096, 1024),
 ];
-const VQ: [(&str, usize, usize); 3] = [("vq3bit_k64d2", 64, 2), ("vq2bit_k256d4", 256, 4), ("vq1bit_k256d8", 256, 8)];
+const VQ: [(&str, usize, usize); 3] = [
+    ("vq3bit_k64d2", 64, 2),
+    ("vq2bit_k256d4", 256, 4),
+    ("vq1bit_k256d8", 256, 8),
+];
 
 fn tract_mm(m: usize, k: usize, n: usize, w: &[f32]) -> impl FnMut(&[f32]) {
-    let mmm = MmmDispatch::native().preferred_kernel(f32::datum_type(), Some(m), Some(k), Some(n)).unwrap();
+    let mmm = MmmDispatch::native()
+        .preferred_kernel(f32::datum_type(), Some(m), Some(k), Some(n))
+        .unwrap();
     let packing = &mmm.packings()[0];
     let a = Tensor::from_shape(&[m, k], w).unwrap();
     let pa = packing.0.prepare_one(&a, 1, 0).unwrap();
@@ -65,7 +77,11 @@ fn tract_mm(m: usize, k: usize, n: usize, w: &[f32]) -> impl FnMut(&[f32]) {
                 m,
                 n,
                 &[
-                    FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pa), b: AsInputValue::Borrowed(&*pb), packing: 0 },
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&*pa),
+                        b: AsInputValue::Borrowed(&*pb),
+                        packing: 0,
+                    },
                     FusedSpec::Store(mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
                 ],
             )
@@ -90,7 +106,9 @@ fn bench_gemm(c: &mut Criterion) {
         let am = MatRef::new(&a, l, k, k);
         if si == 0 {
             g.bench_function("scalar_f32", |b| {
-                b.iter(|| (scalar.gemm_f32)(am, &w, &mut MatMut::new(&mut out, l, n, n), &mut scratch))
+                b.iter(|| {
+                    (scalar.gemm_f32)(am, &w, &mut MatMut::new(&mut out, l, n, n), &mut scratch)
+                })
             });
         }
         g.bench_function(format!("{}_f32", simd.level.name()), |b| {
@@ -99,9 +117,18 @@ fn bench_gemm(c: &mut Criterion) {
         for (vn, kk, d) in VQ {
             let cb = rng.v(kk * d);
             let ix = rng.idx(n * k.div_ceil(d), kk);
-            let vq = VqMatrix { rows: n, cols: k, k: kk, d, codebook: Codebook::F32(&cb), indices: Indices::U8(&ix) };
+            let vq = VqMatrix {
+                rows: n,
+                cols: k,
+                k: kk,
+                d,
+                codebook: Codebook::F32(&cb),
+                indices: Indices::U8(&ix),
+            };
             g.bench_function(format!("{}_{vn}", simd.level.name()), |b| {
-                b.iter(|| (simd.vq_gemm_f32)(am, &vq, &mut MatMut::new(&mut out, l, n, n), &mut scratch))
+                b.iter(|| {
+                    (simd.vq_gemm_f32)(am, &vq, &mut MatMut::new(&mut out, l, n, n), &mut scratch)
+                })
             });
         }
         let mut t = tract_mm(n, k, l, &w);
@@ -119,11 +146,20 @@ fn bench_gemv(c: &mut Criterion) {
         let x = rng.v(k);
         let w = rng.v(n * k);
         let mut out = vec![0f32; n];
-        g.bench_function(format!("{}_f32", simd.level.name()), |b| b.iter(|| (simd.gemv_f32)(&x, &w, &mut out)));
+        g.bench_function(format!("{}_f32", simd.level.name()), |b| {
+            b.iter(|| (simd.gemv_f32)(&x, &w, &mut out))
+        });
         for (vn, kk, d) in VQ {
             let cb = rng.v(kk * d);
             let ix = rng.idx(n * k.div_ceil(d), kk);
-            let vq = VqMatrix { rows: n, cols: k, k: kk, d, codebook: Codebook::F32(&cb), indices: Indices::U8(&ix) };
+            let vq = VqMatrix {
+                rows: n,
+                cols: k,
+                k: kk,
+                d,
+                codebook: Codebook::F32(&cb),
+                indices: Indices::U8(&ix),
+            };
             let mut lut = vec![0f32; kk * k.div_ceil(d)];
             g.bench_function(format!("{}_{vn}", simd.level.name()), |b| {
                 b.iter(|| (simd.vq_gemv_f32)(&x, &vq, &mut out, &mut lut))
@@ -149,14 +185,25 @@ fn bench_scan(c: &mut Criterion) {
     let a: Vec<f32> = (0..e * n).map(|i| -((1 + i % n) as f32)).collect();
     let (d_skip, dt_bias) = (rng.v(e), rng.v(e));
     let (u, delta, x_dbl, gate) = (rng.v(l * e), rng.v(l * e), rng.v(l * xr), rng.v(l * e));
-    let w = ScanWeights { a: &a, d_skip: &d_skip, dt_bias: &dt_bias, dt_rank: r, d_state: n };
+    let w = ScanWeights {
+        a: &a,
+        d_skip: &d_skip,
+        dt_bias: &dt_bias,
+        dt_rank: r,
+        d_state: n,
+    };
     let x = ScanInputs {
         u: MatRef::new(&u, l, e, e),
         delta: MatRef::new(&delta, l, e, e),
         x_dbl: MatRef::new(&x_dbl, l, xr, xr),
         gate: MatRef::new(&gate, l, e, e),
     };
-    let plan = ScanPlan { dir: Direction::Forward, steps: 0..l, emit: 0..l, accumulate: false };
+    let plan = ScanPlan {
+        dir: Direction::Forward,
+        steps: 0..l,
+        emit: 0..l,
+        accumulate: false,
+    };
     let mut acc = vec![0f32; l * e];
     let mut h = vec![0f32; e * n];
     let mut g = c.benchmark_group("scan/Ti_L197_E384_N16");

@@ -29,7 +29,7 @@ THREADS = "2"
 
 # name -> (bits, extra pack args). Names are the run directories.
 MAIN = []
-for b in (3, 2, 1):
+for b in (2, 3, 1):
     MAIN += [
         (f"vimvq-block-{b}", b, ["--method", "vimvq"]),
         (f"vimvq-layer-{b}", b, ["--method", "vimvq", "--objective", "layer"]),
@@ -72,21 +72,28 @@ def sh(args, **kw):
     return r.stdout, time.time() - t
 
 
+def load_one(out, name, bits, extra):
+    rep = os.path.join(out, name, "report.json")
+    if not os.path.exists(rep):
+        return None
+    r = json.load(open(rep))
+    r["cmd"] = "vimvq pack " + " ".join([MODEL, "-o", f"{name}.vimvq", "--calib", CALIB,
+                                         "--bits", str(bits), "--threads", THREADS] + extra)
+    return r, r["eval"]
+
+
 def run_one(out, name, bits, extra, force):
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     model, rep, ev = (os.path.join(d, f) for f in ("model.vimvq", "report.json", "eval.json"))
     if force or not (os.path.exists(rep) and os.path.exists(model)):
         cmd = [BIN, "pack", MODEL, "-o", model, "--calib", CALIB, "--bits", str(bits),
-               "--threads", THREADS, "--report", rep] + extra
+               "--threads", THREADS, "--report", rep, "--eval", TEST,
+               "--eval-f32-cache", os.path.join(out, "f32-logits.bin")] + extra
         print("  $", " ".join(cmd[1:]), flush=True)
         sh(cmd)
-    if force or not os.path.exists(ev):
-        o, _ = sh([BIN, "eval", model, "--data", TEST, "--threads", THREADS, "--json",
-                   "--reference", os.path.join(out, "f32.vimvq")])
-        open(ev, "w").write(o)
     r = json.load(open(rep))
-    e = json.load(open(ev))
+    e = r["eval"]
     r["cmd"] = "vimvq pack " + " ".join([MODEL, "-o", f"{name}.vimvq", "--calib", CALIB,
                                          "--bits", str(bits), "--threads", THREADS] + extra)
     return r, e
@@ -110,6 +117,9 @@ LABEL = {"vimvq": "ViM-VQ", "vq4dit": "VQ4DiT", "gptvq": "GPTVQ", "kmeans": "k-m
 
 
 def row(name, r, e, f32):
+    if r is None:
+        return f"| {name} | not run |"
+
     obj = r["objective"]
     meth = LABEL.get(r["method"], r["method"]) + ("" if obj == "none" else f" ({obj})")
     bl = [b["loss"] for b in r["blocks"]]
@@ -129,41 +139,50 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/vimvq-results")
     ap.add_argument("--force", action="store_true")
-    ap.add_argument("--only", nargs="*", help="run only these names (no document update)")
+    ap.add_argument("--only", nargs="*", help="run only these names")
+    ap.add_argument("--render-only", action="store_true", help="only rewrite the document")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     sh([sys.executable, "scripts/fmnist_test_png.py", TEST])
     f32m = os.path.join(a.out, "f32.vimvq")
     if a.force or not os.path.exists(f32m):
         sh([BIN, "import", MODEL, "-o", f32m])
-    f32e = os.path.join(a.out, "f32-eval.json")
-    if a.force or not os.path.exists(f32e):
-        o, _ = sh([BIN, "eval", f32m, "--data", TEST, "--threads", THREADS, "--json"])
-        open(f32e, "w").write(o)
-    f32 = json.load(open(f32e))
     f32_bytes = os.path.getsize(f32m)
 
-    runs = {}
     todo = MAIN + EXTRA + TUNING_RUNS
-    if a.only:
+    if a.only is not None:
         todo = [t for t in todo if t[0] in a.only]
-    for name, bits, extra in todo:
-        print(name, flush=True)
-        runs[name] = run_one(a.out, name, bits, extra, a.force)
-        r, e = runs[name]
-        print(f"  top-1 {100 * e['top1']:.2f}  agree {100 * e['top1_agreement']:.2f}  "
-              f"KL {e['mean_kl']:.4f}  {r['quantize_seconds']:.1f} s", flush=True)
-    if a.only:
-        return
+    if not a.render_only:
+        for name, bits, extra in todo:
+            print(name, flush=True)
+            r, e = run_one(a.out, name, bits, extra, a.force)
+            print(f"  top-1 {100 * e['top1']:.2f}  agree {100 * e['top1_agreement']:.2f}  "
+                  f"KL {e['mean_kl']:.4f}  {r['quantize_seconds']:.1f} s", flush=True)
+    runs = {}
+    for name, bits, extra in MAIN + EXTRA + TUNING_RUNS:
+        runs[name] = load_one(a.out, name, bits, extra) or (None, None)
+    # The runtime (vimvq eval, the deployment path) on the 2-bit ViM-VQ file, as a cross-check
+    # of the host-side evaluator used for the tables.
+    xcheck = os.path.join(a.out, "xcheck-eval.json")
+    xmodel = os.path.join(a.out, "vimvq-block-2", "model.vimvq")
+    if os.path.exists(xmodel) and (a.force or not os.path.exists(xcheck)) and not a.render_only:
+        o, _ = sh([BIN, "eval", xmodel, "--data", TEST, "--threads", THREADS, "--json",
+                   "--limit", "1000", "--reference", f32m])
+        open(xcheck, "w").write(o)
 
+    any_run = next((r for r, _ in runs.values() if r is not None), None)
+    if any_run is None:
+        sys.exit("no runs to render")
+    f32 = {"top1": any_run["eval"]["f32_top1"], "top5": any_run["eval"]["f32_top5"]}
     L = []
     L.append(f"Machine: {machine()}. Generated by `bash scripts/results_quant.sh` "
              f"({time.strftime('%Y-%m-%d')}).\n")
     L.append(f"Model: `{MODEL}` (Fashion-MNIST Vim, D=128, depth 4, 28×28 grayscale, patch 4 → L=50; "
              f"491,520 weights in the 24 quantized layers). Calibration: the 256 PNGs of `{CALIB}` "
              f"(train split). Test: the full 10,000-image Fashion-MNIST test set "
-             f"(`python3 scripts/fmnist_test_png.py /tmp/fmnist-test`), evaluated with "
-             f"`vimvq eval MODEL --data /tmp/fmnist-test --threads 2 --json --reference f32.vimvq`. "
+             f"(`python3 scripts/fmnist_test_png.py /tmp/fmnist-test`), evaluated by `vimvq pack ... --eval "
+             f"/tmp/fmnist-test` (host-side batched f32 forward of the dequantized weights, for f32 and "
+             f"quantized model alike; the runtime cross-check is below). "
              f"Every pack uses the defaults (256 calibration images, 300 steps per block, batch 8, "
              f"hull 4, λ_r 0.1, τ 0.99, seed 0) and `--threads 2`.\n")
     L.append(f"**f32 reference**: top-1 {100 * f32['top1']:.2f} %, top-5 {100 * f32['top5']:.2f} %, "
@@ -187,6 +206,9 @@ def main():
     L.append("|---|---|---|---|---|---|")
     for n, label in ABLATION:
         r, e = runs[n]
+        if r is None:
+            L.append(f"| {label} | not run |")
+            continue
         bl = [x["loss"] for x in r["blocks"]]
         L.append(f"| {label} | {100 * e['top1']:.2f} | {100 * e['top1_agreement']:.2f} | "
                  f"{e['mean_kl']:.4f} | {sum(bl) / len(bl):.4f} | {r['quantize_seconds']:.1f} |")
@@ -195,16 +217,23 @@ def main():
     L.append("| change | top-1 % | top-1 agreement % | mean KL(f32‖q) | mean block loss | calib. time s |")
     L.append("|---|---|---|---|---|---|")
     r, e = runs["vimvq-block-2"]
+    if r is None:
+        sys.exit("vimvq-block-2 missing")
     bl = [x["loss"] for x in r["blocks"]]
     L.append(f"| none (defaults) | {100 * e['top1']:.2f} | {100 * e['top1_agreement']:.2f} | "
              f"{e['mean_kl']:.4f} | {sum(bl) / len(bl):.4f} | {r['quantize_seconds']:.1f} |")
     for n, _, _, label in TUNING:
         r, e = runs[n]
+        if r is None:
+            L.append(f"| {label} | not run |")
+            continue
         bl = [x["loss"] for x in r["blocks"]]
         L.append(f"| {label} | {100 * e['top1']:.2f} | {100 * e['top1_agreement']:.2f} | "
                  f"{e['mean_kl']:.4f} | {sum(bl) / len(bl):.4f} | {r['quantize_seconds']:.1f} |")
     L.append("")
     r, _ = runs["vimvq-block-2"]
+    if r is None:
+        sys.exit("vimvq-block-2 missing")
     L.append("### Calibration cost (ViM-VQ, 2 bits, block objective, defaults)\n")
     L.append("| block | k-means block loss | final block loss | train s | images·steps/s |")
     L.append("|---|---|---|---|---|")
@@ -213,10 +242,18 @@ def main():
                  f"{b['train_seconds']:.1f} | {b['images_steps_per_second']:.0f} |")
     L.append(f"\nWhole `vimvq pack`: {r['seconds']:.1f} s wall, {r['images_steps_per_second']:.0f} "
              f"images·steps/s over the optimiser loops, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB.\n")
-    L.append("Exact commands (run directory names as in the tables):\n")
+    if os.path.exists(xcheck):
+        x = json.load(open(xcheck))
+        L.append(f"Runtime cross-check: `vimvq eval vimvq-block-2.vimvq --data /tmp/fmnist-test --limit 1000 "
+                 f"--reference f32.vimvq` (the deployment kernels executing the VQ file): top-1 "
+                 f"{100 * x['top1']:.2f} %, top-1 agreement {100 * x['top1_agreement']:.2f} %, mean KL "
+                 f"{x['mean_kl']:.4f} on 1,000 evenly spread test images.\n")
+    L.append("Exact commands (run directory names as in the tables; each also gets "
+             "`--report R.json --eval /tmp/fmnist-test --eval-f32-cache f32-logits.bin`):\n")
     L.append("```")
     for name, _, _ in MAIN + EXTRA + TUNING_RUNS:
-        L.append(runs[name][0]["cmd"] + f"   # {name}")
+        if runs[name][0] is not None:
+            L.append(runs[name][0]["cmd"] + f"   # {name}")
     L.append("```\n")
     notes = os.path.join(ROOT, "scripts", "results_quant_notes.md")
     if os.path.exists(notes):

@@ -26,7 +26,7 @@ enum Command {
     /// Convert a PyTorch (.pth) or safetensors checkpoint into an f32 .vimvq model.
     Import(cli::import::ImportArgs),
     /// Vector-quantize a checkpoint (ViM-VQ or a baseline), calibrated on a folder of images.
-    Pack(cli::pack::PackArgs),
+    Pack(Box<cli::pack::PackArgs>),
     /// Classify images (or pre-normalised tensors) with a .vimvq model.
     Run(cli::run::RunArgs),
     /// Measure top-1/top-5 accuracy on an ImageFolder directory.
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Import(a) => cli::import::run(a),
-        Command::Pack(a) => cli::pack::run(a),
+        Command::Pack(a) => cli::pack::run(*a),
         Command::Run(a) => cli::run::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Inspect(a) => cli::inspect::run(a),

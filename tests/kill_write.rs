@@ -136,11 +136,7 @@ fn run_ok(args: &[&std::ffi::OsStr]) -> Duration {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     t.elapsed()
 }
 
@@ -169,7 +165,9 @@ fn kill_rounds(
         // One round in four kills while the input is still being read.
         let early = round % 4 == 3;
         if early {
-            std::thread::sleep(Duration::from_millis(rng.below(full_run.as_millis() as u64 / 3) + 1));
+            std::thread::sleep(Duration::from_millis(
+                rng.below(full_run.as_millis() as u64 / 3) + 1,
+            ));
         } else {
             // Poll for the temporary file, then wait a random part of the write.
             while temp_files(dir).is_empty() && start.elapsed() < full_run * 4 {
@@ -210,7 +208,8 @@ fn sigkill_during_import_leaves_old_or_nothing() {
     fs::create_dir_all(out.parent().unwrap()).unwrap();
     let (ref_a, ref_b) = (dir.join("ref_a.vimvq"), dir.join("ref_b.vimvq"));
     let os = |p: &Path| p.as_os_str().to_owned();
-    let import = |ck: &Path, o: &Path| vec![os(Path::new("import")), os(ck), os(Path::new("-o")), os(o)];
+    let import =
+        |ck: &Path, o: &Path| vec![os(Path::new("import")), os(ck), os(Path::new("-o")), os(o)];
     let args_a = import(&ck_a, &ref_a);
     let args_b = import(&ck_b, &ref_b);
     let full = run_ok(&args_a.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
@@ -222,7 +221,10 @@ fn sigkill_during_import_leaves_old_or_nothing() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    eprintln!("kill_write seed {seed}, full import {full:?}, output {} bytes", a.len());
+    eprintln!(
+        "kill_write seed {seed}, full import {full:?}, output {} bytes",
+        a.len()
+    );
     let mut rng = Rng(seed);
 
     // 1. No previous output: killed runs leave nothing (or, if the kill came too late, B).
@@ -238,7 +240,11 @@ fn sigkill_during_import_leaves_old_or_nothing() {
         w1 + w2,
         r1 + r2
     );
-    assert!(w1 + w2 >= 3, "too few kills landed during the write: {}", w1 + w2);
+    assert!(
+        w1 + w2 >= 3,
+        "too few kills landed during the write: {}",
+        w1 + w2
+    );
     fs::remove_dir_all(&dir).ok();
 }
 

@@ -85,7 +85,8 @@ fn write_test_subset(dir: &Path, step: usize) -> usize {
     n
 }
 
-fn eval_json(model: &Path, data: &Path, reference: Option<&Path>) -> Value {
+fn eval_json(model: &Path, data: &Path, reference: Option<&Path>, limit: u32) -> Value {
+    let limit = limit.to_string();
     let mut args: Vec<&OsStr> = vec![
         OsStr::new("eval"),
         model.as_os_str(),
@@ -94,6 +95,8 @@ fn eval_json(model: &Path, data: &Path, reference: Option<&Path>) -> Value {
         OsStr::new("--threads"),
         OsStr::new("2"),
         OsStr::new("--json"),
+        OsStr::new("--limit"),
+        OsStr::new(&limit),
     ];
     if let Some(r) = reference {
         args.push(OsStr::new("--reference"));
@@ -130,9 +133,9 @@ fn pack_bundled_model_2bit_small_budget() {
         OsStr::new("-o"),
         f32m.as_os_str(),
     ]);
-    let pack = |out: &Path, report: &Path, threads: &str| {
+    let pack = |out: &Path, report: &Path, threads: &str, eval: bool| {
         let t = std::time::Instant::now();
-        let o = ok(&[
+        let mut args: Vec<&OsStr> = vec![
             OsStr::new("pack"),
             st.as_os_str(),
             OsStr::new("-o"),
@@ -149,7 +152,11 @@ fn pack_bundled_model_2bit_small_budget() {
             OsStr::new(threads),
             OsStr::new("--report"),
             report.as_os_str(),
-        ]);
+        ];
+        if eval {
+            args.extend([OsStr::new("--eval"), test.as_os_str()]);
+        }
+        let o = ok(&args);
         println!(
             "pack ({threads} threads): {:.1} s: {}",
             t.elapsed().as_secs_f64(),
@@ -157,7 +164,7 @@ fn pack_bundled_model_2bit_small_budget() {
         );
     };
     let (q, rep) = (dir.join("q.vimvq"), dir.join("q.json"));
-    pack(&q, &rep, "2");
+    pack(&q, &rep, "2", true);
 
     let r: Value = serde_json::from_str(&fs::read_to_string(&rep).unwrap()).unwrap();
     for key in [
@@ -214,28 +221,39 @@ fn pack_bundled_model_2bit_small_budget() {
 
     // Same seed, another thread count: byte-identical file.
     let (q2, rep2) = (dir.join("q2.vimvq"), dir.join("q2.json"));
-    pack(&q2, &rep2, "1");
+    pack(&q2, &rep2, "1", false);
     assert!(
         fs::read(&q).unwrap() == fs::read(&q2).unwrap(),
         "same seed must give a byte-identical file"
     );
 
-    let f = eval_json(&f32m, &test, None);
-    let e = eval_json(&q, &test, Some(&f32m));
-    let (t1, ag, kl) = (
+    // Accuracy and fidelity on the 2,000 test images (host-side evaluator of `pack --eval`).
+    let e = &r["eval"];
+    assert_eq!(e["count"].as_u64(), Some(2000));
+    let (t1, f1, ag, kl) = (
         e["top1"].as_f64().unwrap(),
+        e["f32_top1"].as_f64().unwrap(),
         e["top1_agreement"].as_f64().unwrap(),
         e["mean_kl"].as_f64().unwrap(),
     );
     println!(
-        "f32 top-1 {:.4}; 2-bit (60 steps, 64 images) top-1 {t1:.4}, agreement {ag:.4}, KL {kl:.4}",
-        f["top1"]
+        "f32 top-1 {f1:.4}; 2-bit (60 steps, 64 images) top-1 {t1:.4}, agreement {ag:.4}, KL {kl:.4}"
     );
     assert!(t1 >= TOP1_FLOOR, "top-1 {t1} below the floor {TOP1_FLOOR}");
     assert!(
         ag >= AGREEMENT_FLOOR,
         "agreement {ag} below {AGREEMENT_FLOOR}"
     );
+    assert!(kl <= KL_CEILING, "mean KL {kl} above {KL_CEILING}");
+
+    // The deployment path (vimvq-rt executing the VQ tensors) agrees with the host evaluator.
+    let rt = eval_json(&q, &test, Some(&f32m), 200);
+    let rt_ag = rt["top1_agreement"].as_f64().unwrap();
+    println!(
+        "runtime, 200 images: top-1 {}, agreement {rt_ag}",
+        rt["top1"]
+    );
+    assert!(rt_ag >= AGREEMENT_FLOOR, "runtime agreement {rt_ag}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -243,6 +261,8 @@ fn pack_bundled_model_2bit_small_budget() {
 const TOP1_FLOOR: f64 = 0.80;
 /// See [`pack_bundled_model_2bit_small_budget`].
 const AGREEMENT_FLOOR: f64 = 0.85;
+/// See [`pack_bundled_model_2bit_small_budget`].
+const KL_CEILING: f64 = 0.1;
 
 /// A small PNG the tiny fixture model can take (it resizes anything).
 fn png(path: &Path, seed: u8) {

@@ -15,7 +15,12 @@ use vimvq_rt::model::{Model, ParseOptions};
 const MAX_SCRATCH: usize = 64 << 20;
 
 fn run(bytes: &[u8], verify_data_checksum: bool) {
-    let Ok(m) = Model::parse_with(bytes, ParseOptions { verify_data_checksum }) else {
+    let Ok(m) = Model::parse_with(
+        bytes,
+        ParseOptions {
+            verify_data_checksum,
+        },
+    ) else {
         return;
     };
     let _ = m.tensors().count();
@@ -25,7 +30,9 @@ fn run(bytes: &[u8], verify_data_checksum: bool) {
     if need > MAX_SCRATCH || c.input_len() > MAX_SCRATCH {
         return;
     }
-    let input: Vec<f32> = (0..c.input_len()).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
+    let input: Vec<f32> = (0..c.input_len())
+        .map(|i| (i % 7) as f32 * 0.25 - 0.75)
+        .collect();
     let mut logits = vec![0f32; c.num_classes];
     let mut scratch = vec![0u8; need];
     infer(&m, &input, &mut logits, &mut scratch).expect("infer on an accepted model");
@@ -35,7 +42,8 @@ fn fix_crcs(b: &mut [u8]) {
     if b.len() < FileHeader::SIZE {
         return;
     }
-    let word = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as usize;
+    let word =
+        |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as usize;
     let data_off = word(b, 36);
     if data_off <= b.len() {
         let c = crc32(&b[data_off..]);

@@ -134,6 +134,17 @@ pub struct PackArgs {
     /// Ablation: no incremental confirmation (every assignment soft until argmax at the end)
     #[arg(long)]
     pub no_ivq: bool,
+    /// After packing, evaluate the f32 and the quantized model on this ImageFolder (host-side
+    /// batched f32 forward of the dequantized weights) and add accuracy and fidelity to the report
+    #[arg(long, value_name = "DIR")]
+    pub eval: Option<PathBuf>,
+    /// With --eval: use only N images, spread evenly over the sorted dataset
+    #[arg(long, value_name = "N", requires = "eval", value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_limit: Option<u64>,
+    /// With --eval: keep the f32 model's logits in this file and reuse them when the model and
+    /// the image list match (saves half of the evaluation when packing one model many times)
+    #[arg(long, value_name = "FILE", requires = "eval")]
+    pub eval_f32_cache: Option<PathBuf>,
     /// State dict to read from a .pth dict (usually `model` or `model_ema`) [default: model]
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
@@ -250,7 +261,6 @@ pub fn load_calibration(
         let j = rng.below(i + 1);
         files.swap(i, j);
     }
-    let c = model.config;
     let mut images = Vec::with_capacity(count.min(found));
     let mut skipped = Vec::new();
     let mut scratch = Vec::new();
@@ -258,33 +268,7 @@ pub fn load_calibration(
         if images.len() >= count {
             break;
         }
-        let one = |scratch: &mut Vec<u8>| -> Result<Vec<f32>> {
-            let img = image_io::decode(&path)?;
-            let plan = Plan::new(
-                img.width,
-                img.height,
-                img.format,
-                &model.preprocess,
-                c.channels,
-            )
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            if plan.output_len() != c.input_len() {
-                bail!(
-                    "{}: preprocessing yields {} values, the model takes {}",
-                    path.display(),
-                    plan.output_len(),
-                    c.input_len()
-                );
-            }
-            if scratch.len() < plan.scratch_bytes() {
-                scratch.resize(plan.scratch_bytes(), 0);
-            }
-            let mut x = vec![0.0f32; c.input_len()];
-            plan.run(&img.as_ref(), &mut x, scratch)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            Ok(x)
-        };
-        match one(&mut scratch) {
+        match preprocess_file(&path, model, &mut scratch) {
             Ok(x) => images.push(x),
             Err(e) => {
                 let msg = super::one_line(&format!("{e:#}"));
@@ -304,6 +288,153 @@ pub fn load_calibration(
         skipped,
         found,
     })
+}
+
+/// Decodes `path` and applies the model's stored preprocessing (as `vimvq run` does).
+fn preprocess_file(path: &Path, model: &PackedModel, scratch: &mut Vec<u8>) -> Result<Vec<f32>> {
+    let c = model.config;
+    let img = image_io::decode(path)?;
+    let plan = Plan::new(
+        img.width,
+        img.height,
+        img.format,
+        &model.preprocess,
+        c.channels,
+    )
+    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if plan.output_len() != c.input_len() {
+        bail!(
+            "{}: preprocessing yields {} values, the model takes {}",
+            path.display(),
+            plan.output_len(),
+            c.input_len()
+        );
+    }
+    if scratch.len() < plan.scratch_bytes() {
+        scratch.resize(plan.scratch_bytes(), 0);
+    }
+    let mut x = vec![0.0f32; c.input_len()];
+    plan.run(&img.as_ref(), &mut x, scratch)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(x)
+}
+
+/// `--eval DIR`: top-1/top-5 of the f32 and the quantized model, top-1 agreement and mean
+/// KL(f32 ‖ quantized) in nats, on an ImageFolder (every image must decode).
+fn evaluate(
+    dir: &Path,
+    limit: Option<u64>,
+    cache: Option<&Path>,
+    f32_model: &PackedModel,
+    q: &PackedModel,
+    threads: usize,
+) -> Result<serde_json::Value> {
+    let start = Instant::now();
+    let (names, all) = super::eval::list_image_folder(dir)?;
+    let classes = f32_model.config.num_classes;
+    if names.len() > classes {
+        bail!(
+            "{}: {} class folders, but the model has only {classes} classes",
+            dir.display(),
+            names.len()
+        );
+    }
+    let n = limit.map_or(all.len(), |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let picked: Vec<usize> = if n >= all.len() {
+        (0..all.len()).collect()
+    } else {
+        (0..n).map(|i| i * all.len() / n).collect()
+    };
+    let mut scratch = Vec::new();
+    let mut images = Vec::with_capacity(picked.len());
+    for &i in &picked {
+        images.push(preprocess_file(&all[i].path, f32_model, &mut scratch)?);
+    }
+    let err = |e: vimvq_pack::quantize::QuantError| anyhow!("--eval: {e}");
+    // Cache key: the f32 model's canonical bytes and the image list.
+    let key = {
+        let mut k = writer::to_bytes(f32_model).map_err(|e| anyhow!("--eval: {e}"))?;
+        for &i in &picked {
+            k.extend_from_slice(all[i].path.as_os_str().as_encoded_bytes());
+            k.push(0);
+        }
+        vimvq_rt::format::crc32(&k).to_le_bytes()
+    };
+    let want_len = 8 + 4 * picked.len() * classes;
+    let cached = cache
+        .and_then(|p| std::fs::read(p).ok())
+        .filter(|b| b.len() == want_len && b[..4] == *b"VQLG" && b[4..8] == key)
+        .map(|b| {
+            b[8..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<f32>>()
+        });
+    let lf = match cached {
+        Some(l) => l,
+        None => {
+            let l = vimvq_pack::quantize::logits(f32_model, &images, threads).map_err(err)?;
+            if let Some(p) = cache {
+                let mut b = Vec::with_capacity(want_len);
+                b.extend_from_slice(b"VQLG");
+                b.extend_from_slice(&key);
+                for v in &l {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+                write_atomic(p, &b)?;
+            }
+            l
+        }
+    };
+    let lq = vimvq_pack::quantize::logits(q, &images, threads).map_err(err)?;
+    let (mut t1, mut t5, mut f1, mut f5, mut agree, mut kl) = (0, 0, 0, 0, 0, 0.0f64);
+    let k5 = 5.min(classes);
+    for ((&i, a), b) in picked
+        .iter()
+        .zip(lf.chunks_exact(classes))
+        .zip(lq.chunks_exact(classes))
+    {
+        let y = all[i].class;
+        let (ta, tb) = (super::top_k(a, k5), super::top_k(b, k5));
+        f1 += usize::from(ta[0] == y);
+        f5 += usize::from(ta.contains(&y));
+        t1 += usize::from(tb[0] == y);
+        t5 += usize::from(tb.contains(&y));
+        agree += usize::from(ta[0] == tb[0]);
+        kl += kl_logits(a, b);
+    }
+    let c = picked.len().max(1) as f64;
+    Ok(serde_json::json!({
+        "data": dir.display().to_string(),
+        "count": picked.len(),
+        "top1": t1 as f64 / c,
+        "top5": t5 as f64 / c,
+        "f32_top1": f1 as f64 / c,
+        "f32_top5": f5 as f64 / c,
+        "top1_agreement": agree as f64 / c,
+        "mean_kl": kl / c,
+        "seconds": start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// KL(p ‖ q) in nats of the softmax distributions of two logit vectors (f64).
+fn kl_logits(p: &[f32], q: &[f32]) -> f64 {
+    let lse = |l: &[f32]| {
+        let m = l
+            .iter()
+            .map(|&v| v as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
+        m + l.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
+    };
+    let (lp, lq) = (lse(p), lse(q));
+    p.iter()
+        .zip(q)
+        .map(|(&a, &b)| {
+            let la = a as f64 - lp;
+            la.exp() * (la - (b as f64 - lq))
+        })
+        .sum::<f64>()
+        .max(0.0)
 }
 
 /// Progress bars on stderr (hidden when it is not a terminal).
@@ -427,6 +558,17 @@ pub fn run(a: PackArgs) -> Result<()> {
     let result = quantize(&f32_model, &calib.images, &opts, &mut |e| bars.event(e));
     bars.finish();
     let (q, report) = result.map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
+    let eval = match &a.eval {
+        Some(dir) => Some(evaluate(
+            dir,
+            a.eval_limit,
+            a.eval_f32_cache.as_deref(),
+            &f32_model,
+            &q,
+            opts.vq.threads,
+        )?),
+        None => None,
+    };
     drop(f32_model);
 
     let bytes = writer::to_bytes(&q).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
@@ -446,6 +588,9 @@ pub fn run(a: PackArgs) -> Result<()> {
             "checkpoint".into(),
             a.checkpoint.display().to_string().into(),
         );
+        if let Some(e) = &eval {
+            obj.insert("eval".into(), e.clone());
+        }
     }
     let report_text = serde_json::to_string_pretty(&json)? + "\n";
     writer::write_file(&q, &a.output).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
@@ -454,6 +599,17 @@ pub fn run(a: PackArgs) -> Result<()> {
             let _ = std::fs::remove_file(&a.output);
             return Err(e);
         }
+    }
+    if let Some(e) = &eval {
+        print_line(&format!(
+            "eval on {} images: top-1 {:.2}% (f32 {:.2}%), top-5 {:.2}%, top-1 agreement {:.2}%, mean KL {:.4}",
+            e["count"],
+            100.0 * e["top1"].as_f64().unwrap_or(0.0),
+            100.0 * e["f32_top1"].as_f64().unwrap_or(0.0),
+            100.0 * e["top5"].as_f64().unwrap_or(0.0),
+            100.0 * e["top1_agreement"].as_f64().unwrap_or(0.0),
+            e["mean_kl"].as_f64().unwrap_or(0.0),
+        ))?;
     }
     let (k, d) = report.k_d();
     let objective = opts

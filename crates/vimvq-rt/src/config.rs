@@ -136,7 +136,9 @@ impl core::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             ConfigError::DimOutOfRange => "a model dimension is zero or too large",
-            ConfigError::BadPatchGeometry => "patch size larger than the image or stride larger than the patch",
+            ConfigError::BadPatchGeometry => {
+                "patch size larger than the image or stride larger than the patch"
+            }
             ConfigError::BadEpsilon => "RMSNorm epsilon is not in (0, 1)",
         })
     }

@@ -11,11 +11,11 @@ extern crate std;
 
 pub mod config;
 pub mod format;
-pub mod kernels;
-pub mod model;
 pub mod forward;
 pub mod frame;
-pub mod scan;
+pub mod kernels;
+pub mod model;
 pub mod preprocess;
+pub mod scan;
 
 pub use config::{ConfigError, Interpolation, Preprocess, VimConfig};

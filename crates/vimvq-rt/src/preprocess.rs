@@ -228,7 +228,11 @@ impl Axis {
         // `support` ≤ 2 · MAX_SIDE, so this fits comfortably.
         // `ceil` without `std` (`support` is positive and far below 2^52, so this is exact).
         let floor = support as usize;
-        let ceil = if (floor as f64) < support { floor + 1 } else { floor };
+        let ceil = if (floor as f64) < support {
+            floor + 1
+        } else {
+            floor
+        };
         let ksize = ceil * 2 + 1;
         Axis {
             in_size,

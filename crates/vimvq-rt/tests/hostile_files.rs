@@ -163,7 +163,8 @@ impl Tally {
             Err(msg) => self.panics.push(format!("{what}: panic: {msg}")),
             Ok((true, finite)) => {
                 if must_reject {
-                    self.panics.push(format!("{what}: accepted but must be rejected"));
+                    self.panics
+                        .push(format!("{what}: accepted but must be rejected"));
                 }
                 self.accepted += 1;
                 self.finite += usize::from(finite);
@@ -251,7 +252,11 @@ fn bases() -> Vec<(String, Vec<u8>)> {
 }
 
 fn edge_values(orig: u64, w: usize) -> Vec<u64> {
-    let max = if w == 8 { u64::MAX } else { (1u64 << (8 * w)) - 1 };
+    let max = if w == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * w)) - 1
+    };
     let mut v = vec![
         0,
         1,
@@ -290,7 +295,13 @@ fn fixtures_are_valid_and_run() {
         let c = *m.config();
         let mut logits = vec![0f32; c.num_classes];
         let mut scratch = vec![0u8; m.scratch_bytes()];
-        infer(&m, &fixtures::input(c.input_len(), 1), &mut logits, &mut scratch).unwrap();
+        infer(
+            &m,
+            &fixtures::input(c.input_len(), 1),
+            &mut logits,
+            &mut scratch,
+        )
+        .unwrap();
         assert!(logits.iter().all(|v| v.is_finite()), "{name}: {logits:?}");
     }
 }
@@ -378,7 +389,14 @@ fn edited_fields_are_rejected_or_harmless() {
             let off = CONFIG + 4 * word;
             let orig = get(&b, off, 4);
             let mut vals = edge_values(orig, 4);
-            vals.extend([f32::NAN.to_bits(), f32::INFINITY.to_bits(), (-1.0f32).to_bits()].map(u64::from));
+            vals.extend(
+                [
+                    f32::NAN.to_bits(),
+                    f32::INFINITY.to_bits(),
+                    (-1.0f32).to_bits(),
+                ]
+                .map(u64::from),
+            );
             for v in vals {
                 let mut x = b.clone();
                 put(&mut x, off, 4, v);
@@ -424,7 +442,11 @@ fn edited_fields_are_rejected_or_harmless() {
             put(&mut x, r0 + 24, 8, o1);
             put(&mut x, r1 + 24, 8, o0);
             fix_crcs(&mut x);
-            t.run(&format!("{name} records {} and {i} swapped", i - 1), &x, true);
+            t.run(
+                &format!("{name} records {} and {i} swapped", i - 1),
+                &x,
+                true,
+            );
         }
         // Out-of-range VQ indices, checksums fixed.
         for i in 0..count {
@@ -452,7 +474,10 @@ fn edited_fields_are_rejected_or_harmless() {
             }
         }
         // Labels: invalid UTF-8, a missing newline, one label too many, not terminated.
-        let (lo, ll) = (get(&b, H_LABELS_OFF, 4) as usize, get(&b, H_LABELS_LEN, 4) as usize);
+        let (lo, ll) = (
+            get(&b, H_LABELS_OFF, 4) as usize,
+            get(&b, H_LABELS_LEN, 4) as usize,
+        );
         assert!(ll > 0, "fixtures carry labels");
         for (what, bad) in [("ff", 0xffu8), ("c3", 0xc3), ("nl", b'\n'), ("x", b'x')] {
             for pos in [lo, lo + ll / 2, lo + ll - 1] {
@@ -487,12 +512,22 @@ fn edited_fields_are_rejected_or_harmless() {
         t.run(&format!("{name} huge data_bytes"), &x, true);
         let mut x = b.clone();
         put(&mut x, H_COUNT, 4, u64::from(u32::MAX));
-        put(&mut x, H_LABELS_OFF, 4, (TABLE as u64 + 64 * u64::from(u32::MAX)) & 0xffff_ffff);
+        put(
+            &mut x,
+            H_LABELS_OFF,
+            4,
+            (TABLE as u64 + 64 * u64::from(u32::MAX)) & 0xffff_ffff,
+        );
         fix_crcs(&mut x);
         t.run(&format!("{name} huge tensor count"), &x, true);
     }
     eprintln!("{t:?}");
-    assert!(t.panics.is_empty(), "{} failures: {:#?}", t.panics.len(), t.panics);
+    assert!(
+        t.panics.is_empty(),
+        "{} failures: {:#?}",
+        t.panics.len(),
+        t.panics
+    );
     assert!(t.files >= 1000, "{} files", t.files);
 }
 

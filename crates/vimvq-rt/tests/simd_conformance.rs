@@ -28,12 +28,23 @@ const KS: [usize; 22] = [
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 33, 47, 192, 385,
 ];
 
+/// `VIMVQ_TEST_QUICK=1` (set by cross/test-aarch64.sh under qemu): drop the largest shapes
+/// (197 tokens, 385 inputs, the Vim-Ti end-to-end models); every tail length is still covered.
+fn quick() -> bool {
+    std::env::var_os("VIMVQ_TEST_QUICK").is_some()
+}
+
 fn scalar() -> &'static Kernels {
     table(Level::Scalar).unwrap()
 }
 
 fn dot_bound(a: &[f32], w: &[f32]) -> f64 {
-    a.iter().zip(w).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum::<f64>() * DOT_REL + 1e-30
+    a.iter()
+        .zip(w)
+        .map(|(x, y)| (*x as f64 * *y as f64).abs())
+        .sum::<f64>()
+        * DOT_REL
+        + 1e-30
 }
 
 fn decode(w: &VqMatrix<'_>) -> Vec<f32> {
@@ -54,7 +65,10 @@ fn check_gemm(kern: &Kernels, m: usize, k: usize, n: usize, rng: &mut Rng) {
         for r in 0..n {
             let (g, x) = (got[t * n + r] as f64, want[t * n + r] as f64);
             let b = dot_bound(&a[t * k..(t + 1) * k], &w[r * k..(r + 1) * k]);
-            assert!((g - x).abs() <= b, "gemm m={m} k={k} n={n} ({t},{r}): {g} vs {x}");
+            assert!(
+                (g - x).abs() <= b,
+                "gemm m={m} k={k} n={n} ({t},{r}): {g} vs {x}"
+            );
         }
     }
     // Dense GEMV (one token).
@@ -62,12 +76,25 @@ fn check_gemm(kern: &Kernels, m: usize, k: usize, n: usize, rng: &mut Rng) {
     (kern.gemv_f32)(&a[..k], &w, &mut g1);
     for r in 0..n {
         let b = dot_bound(&a[..k], &w[r * k..(r + 1) * k]);
-        assert!((g1[r] as f64 - want[r] as f64).abs() <= b, "gemv k={k} n={n} r={r}");
+        assert!(
+            (g1[r] as f64 - want[r] as f64).abs() <= b,
+            "gemv k={k} n={n} r={r}"
+        );
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_vq(kern: &Kernels, m: usize, cols: usize, n: usize, kk: usize, d: usize, u16i: bool, f16: bool, rng: &mut Rng) {
+fn check_vq(
+    kern: &Kernels,
+    m: usize,
+    cols: usize,
+    n: usize,
+    kk: usize,
+    d: usize,
+    u16i: bool,
+    f16: bool,
+    rng: &mut Rng,
+) {
     let g = cols.div_ceil(d);
     let cb32 = rng.normals(kk * d, 0.0, 1.0);
     let cb16: Vec<u16> = cb32.iter().map(|x| half_bits(*x)).collect();
@@ -79,8 +106,16 @@ fn check_vq(kern: &Kernels, m: usize, cols: usize, n: usize, kk: usize, d: usize
         cols,
         k: kk,
         d,
-        codebook: if f16 { Codebook::F16(&cb16) } else { Codebook::F32(&cb32) },
-        indices: if u16i { Indices::U16(&i16s) } else { Indices::U8(&i8s) },
+        codebook: if f16 {
+            Codebook::F16(&cb16)
+        } else {
+            Codebook::F32(&cb32)
+        },
+        indices: if u16i {
+            Indices::U16(&i16s)
+        } else {
+            Indices::U8(&i8s)
+        },
     };
     let dense = decode(&w);
     let a = rng.normals(m * cols, 0.0, 1.0);
@@ -91,17 +126,35 @@ fn check_vq(kern: &Kernels, m: usize, cols: usize, n: usize, kk: usize, d: usize
     (scalar().vq_gemm_f32)(am, &w, &mut MatMut::new(&mut want, m, n, n), &mut scratch);
     // The SIMD VQ GEMM equals the same level's dense GEMM on the decoded matrix, bit for bit.
     let mut dense_got = vec![f32::NAN; m * n];
-    (kern.gemm_f32)(am, &dense, &mut MatMut::new(&mut dense_got, m, n, n), &mut scratch);
-    assert_eq!(got, dense_got, "vq_gemm != gemm(decoded) m={m} cols={cols} n={n} k={kk} d={d}");
+    (kern.gemm_f32)(
+        am,
+        &dense,
+        &mut MatMut::new(&mut dense_got, m, n, n),
+        &mut scratch,
+    );
+    assert_eq!(
+        got, dense_got,
+        "vq_gemm != gemm(decoded) m={m} cols={cols} n={n} k={kk} d={d}"
+    );
     for t in 0..m {
         for r in 0..n {
-            let b = dot_bound(&a[t * cols..(t + 1) * cols], &dense[r * cols..(r + 1) * cols]);
+            let b = dot_bound(
+                &a[t * cols..(t + 1) * cols],
+                &dense[r * cols..(r + 1) * cols],
+            );
             let (x, y) = (got[t * n + r] as f64, want[t * n + r] as f64);
-            assert!((x - y).abs() <= b, "vq_gemm m={m} cols={cols} n={n} k={kk} d={d}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= b,
+                "vq_gemm m={m} cols={cols} n={n} k={kk} d={d}: {x} vs {y}"
+            );
         }
     }
     // VQ GEMV with the lookup table, and with too little scratch (decode fallback).
-    let no_scratch = if kern.level == Level::Scalar { scratch_len(cols) } else { 0 };
+    let no_scratch = if kern.level == Level::Scalar {
+        scratch_len(cols)
+    } else {
+        0
+    };
     for s in [kk * g, no_scratch] {
         let mut g1 = vec![0f32; n];
         let mut sc = vec![0f32; s];
@@ -109,7 +162,10 @@ fn check_vq(kern: &Kernels, m: usize, cols: usize, n: usize, kk: usize, d: usize
         for r in 0..n {
             let b = dot_bound(&a[..cols], &dense[r * cols..(r + 1) * cols]);
             let (x, y) = (g1[r] as f64, want[r] as f64);
-            assert!((x - y).abs() <= b, "vq_gemv scratch={s} cols={cols} n={n} k={kk} d={d}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= b,
+                "vq_gemv scratch={s} cols={cols} n={n} k={kk} d={d}: {x} vs {y}"
+            );
         }
     }
 }
@@ -131,7 +187,10 @@ fn half_bits(x: f32) -> u16 {
 fn close(got: &[f32], want: &[f32], what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let (g, w) = (*g as f64, *w as f64);
-        assert!((g - w).abs() <= ELEM_REL * w.abs() + ELEM_ABS, "{what}[{i}]: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= ELEM_REL * w.abs() + ELEM_ABS,
+            "{what}[{i}]: {g} vs {w}"
+        );
     }
 }
 
@@ -161,7 +220,11 @@ fn check_elementwise(kern: &Kernels, rng: &mut Rng) {
     for &n in &KS {
         let a: Vec<i8> = (0..n).map(|_| rng.below(256) as u8 as i8).collect();
         let b: Vec<i8> = (0..n).map(|_| rng.below(256) as u8 as i8).collect();
-        assert_eq!((kern.dot_i8)(&a, &b), (scalar().dot_i8)(&a, &b), "dot_i8 n={n}");
+        assert_eq!(
+            (kern.dot_i8)(&a, &b),
+            (scalar().dot_i8)(&a, &b),
+            "dot_i8 n={n}"
+        );
     }
 }
 
@@ -176,8 +239,22 @@ fn check_conv(kern: &Kernels, rng: &mut Rng) {
                     let steps = if l > 2 { 1..l - 1 } else { 0..l };
                     let xm = MatRef::new(&x, l, e, 2 * e);
                     let (mut g, mut wnt) = (vec![7f32; l * e], vec![7f32; l * e]);
-                    (kern.conv1d_silu_f32)(dir, xm, &w, &b, steps.clone(), &mut MatMut::new(&mut g, l, e, e));
-                    (scalar().conv1d_silu_f32)(dir, xm, &w, &b, steps, &mut MatMut::new(&mut wnt, l, e, e));
+                    (kern.conv1d_silu_f32)(
+                        dir,
+                        xm,
+                        &w,
+                        &b,
+                        steps.clone(),
+                        &mut MatMut::new(&mut g, l, e, e),
+                    );
+                    (scalar().conv1d_silu_f32)(
+                        dir,
+                        xm,
+                        &w,
+                        &b,
+                        steps,
+                        &mut MatMut::new(&mut wnt, l, e, e),
+                    );
                     close(&g, &wnt, "conv1d");
                 }
             }
@@ -207,7 +284,9 @@ impl ScanCase {
             n,
             r,
             l,
-            a: (0..e * n).map(|i| -((1 + i % n) as f32) * rng.range(0.5, 1.5) as f32).collect(),
+            a: (0..e * n)
+                .map(|i| -((1 + i % n) as f32) * rng.range(0.5, 1.5) as f32)
+                .collect(),
             d_skip: rng.normals(e, 1.0, 0.3),
             dt_bias: rng.normals(e, -3.0, 2.0),
             u: rng.normals(l * e, 0.0, 1.0),
@@ -219,7 +298,13 @@ impl ScanCase {
     fn run(&self, kern: &Kernels, plan: &ScanPlan, ch: Option<std::ops::Range<usize>>) -> Vec<f32> {
         let (e, n, l) = (self.e, self.n, self.l);
         let xr = self.r + 2 * n;
-        let w = ScanWeights { a: &self.a, d_skip: &self.d_skip, dt_bias: &self.dt_bias, dt_rank: self.r, d_state: n };
+        let w = ScanWeights {
+            a: &self.a,
+            d_skip: &self.d_skip,
+            dt_bias: &self.dt_bias,
+            dt_rank: self.r,
+            d_state: n,
+        };
         let x = ScanInputs {
             u: MatRef::new(&self.u, l, e, e),
             delta: MatRef::new(&self.delta, l, e, e),
@@ -234,9 +319,18 @@ impl ScanCase {
                 // Outputs of the channel range into a narrow buffer, then scattered back.
                 let nc = ch.len();
                 let mut part = vec![0.25f32; l * nc];
-                (kern.scan_channels_f32)(&w, &x, plan, &mut MatMut::new(&mut part, l, nc, nc), ch.start, &mut h, ch.clone());
+                (kern.scan_channels_f32)(
+                    &w,
+                    &x,
+                    plan,
+                    &mut MatMut::new(&mut part, l, nc, nc),
+                    ch.start,
+                    &mut h,
+                    ch.clone(),
+                );
                 for t in 0..l {
-                    acc[t * e + ch.start..t * e + ch.end].copy_from_slice(&part[t * nc..(t + 1) * nc]);
+                    acc[t * e + ch.start..t * e + ch.end]
+                        .copy_from_slice(&part[t * nc..(t + 1) * nc]);
                 }
             }
         }
@@ -245,14 +339,45 @@ impl ScanCase {
 }
 
 fn check_scan(kern: &Kernels, rng: &mut Rng) {
-    for &(e, n) in &[(1usize, 1usize), (3, 5), (5, 8), (7, 16), (9, 4), (17, 3), (33, 16), (65, 9), (70, 17), (8, 12)] {
+    for &(e, n) in &[
+        (1usize, 1usize),
+        (3, 5),
+        (5, 8),
+        (7, 16),
+        (9, 4),
+        (17, 3),
+        (33, 16),
+        (65, 9),
+        (70, 17),
+        (8, 12),
+    ] {
         for l in [1usize, 4, 13] {
             let case = ScanCase::new(e, n, 2, l, rng);
             let plans = [
-                ScanPlan { dir: Direction::Forward, steps: 0..l, emit: 0..l, accumulate: false },
-                ScanPlan { dir: Direction::Backward, steps: 0..l, emit: 0..l, accumulate: true },
-                ScanPlan { dir: Direction::Forward, steps: 0..l.div_ceil(2), emit: l / 2..l.div_ceil(2), accumulate: false },
-                ScanPlan { dir: Direction::Backward, steps: l / 2..l, emit: l / 2..l / 2 + 1, accumulate: true },
+                ScanPlan {
+                    dir: Direction::Forward,
+                    steps: 0..l,
+                    emit: 0..l,
+                    accumulate: false,
+                },
+                ScanPlan {
+                    dir: Direction::Backward,
+                    steps: 0..l,
+                    emit: 0..l,
+                    accumulate: true,
+                },
+                ScanPlan {
+                    dir: Direction::Forward,
+                    steps: 0..l.div_ceil(2),
+                    emit: l / 2..l.div_ceil(2),
+                    accumulate: false,
+                },
+                ScanPlan {
+                    dir: Direction::Backward,
+                    steps: l / 2..l,
+                    emit: l / 2..l / 2 + 1,
+                    accumulate: true,
+                },
             ];
             for plan in &plans {
                 let got = case.run(kern, plan, None);
@@ -260,7 +385,10 @@ fn check_scan(kern: &Kernels, rng: &mut Rng) {
                 let scale = want.iter().fold(1e-3f64, |m, v| m.max((*v as f64).abs()));
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let err = (*g as f64 - *w as f64).abs() / scale;
-                    assert!(err <= SCAN_REL, "scan e={e} n={n} l={l} {plan:?} [{i}]: {g} vs {w}");
+                    assert!(
+                        err <= SCAN_REL,
+                        "scan e={e} n={n} l={l} {plan:?} [{i}]: {g} vs {w}"
+                    );
                 }
                 // Channel-split scan: the same level's columns bit for bit; the oracle's too.
                 if e >= 3 {
@@ -268,8 +396,16 @@ fn check_scan(kern: &Kernels, rng: &mut Rng) {
                     let part = case.run(kern, plan, Some(c0..c1));
                     let part_s = case.run(scalar(), plan, Some(c0..c1));
                     for t in 0..l {
-                        assert_eq!(&part[t * e + c0..t * e + c1], &got[t * e + c0..t * e + c1], "scan_channels");
-                        assert_eq!(&part_s[t * e + c0..t * e + c1], &want[t * e + c0..t * e + c1], "scalar scan_channels");
+                        assert_eq!(
+                            &part[t * e + c0..t * e + c1],
+                            &got[t * e + c0..t * e + c1],
+                            "scan_channels"
+                        );
+                        assert_eq!(
+                            &part_s[t * e + c0..t * e + c1],
+                            &want[t * e + c0..t * e + c1],
+                            "scalar scan_channels"
+                        );
                     }
                 }
             }
@@ -294,8 +430,8 @@ macro_rules! simd_suite {
             fn gemm_and_gemv_match_the_oracle() {
                 let Some(kern) = kern() else { return };
                 let mut rng = Rng::new(1);
-                for &k in &KS {
-                    for m in [1usize, 2, 3, 5, 6, 7, 13, 197] {
+                for &k in KS.iter().filter(|k| !quick() || **k < 300) {
+                    for m in [1usize, 2, 3, 5, 6, 7, 13, 197].into_iter().filter(|m| !quick() || *m < 100) {
                         for n in [1usize, 3, 8, 15, 16, 17, 33] {
                             check_gemm(kern, m, k, n, &mut rng);
                         }
@@ -349,7 +485,11 @@ simd_suite! {
 /// `max|a − b| / max|b|`.
 fn rel(a: &[f32], b: &[f32]) -> f64 {
     let m = b.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0f64, f64::max) / m.max(1e-30)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0f64, f64::max)
+        / m.max(1e-30)
 }
 
 fn logits_at(level: Level, bytes: &[u8], img: &[f32], full: bool) -> Vec<f32> {
@@ -357,7 +497,9 @@ fn logits_at(level: Level, bytes: &[u8], img: &[f32], full: bool) -> Vec<f32> {
     let m = Model::parse(bytes).unwrap();
     let mut logits = vec![0f32; m.config().num_classes];
     let mut scratch = vec![0u8; m.scratch_bytes()];
-    let opts = InferOptions { cls_only_last_layer: !full };
+    let opts = InferOptions {
+        cls_only_last_layer: !full,
+    };
     infer_with(&m, img, &mut logits, &mut scratch, &opts).unwrap();
     logits
 }
@@ -370,14 +512,28 @@ fn end_to_end_logits_match_the_scalar_path() {
     let mut models: Vec<(String, Vec<u8>, Vec<f32>)> = Vec::new();
     for (i, c) in test_configs().iter().enumerate() {
         for s in [Storage::Dense, Storage::Mixed] {
-            models.push((format!("cfg{i} {s:?}"), pack(&random_model(c, 7 + i as u64, s)).as_bytes().to_vec(), random_image(c, 9)));
+            models.push((
+                format!("cfg{i} {s:?}"),
+                pack(&random_model(c, 7 + i as u64, s)).as_bytes().to_vec(),
+                random_image(c, 9),
+            ));
         }
     }
     let ti = vim_config(192, 24, 16, 16, 224, 3, 1000);
-    for s in [Storage::Dense, Storage::Vq(256, 4)] {
-        models.push((format!("Vim-Ti {s:?}"), pack(&random_model(&ti, 11, s)).as_bytes().to_vec(), random_image(&ti, 12)));
+    let ti_storages: &[Storage] = if quick() {
+        &[]
+    } else {
+        &[Storage::Dense, Storage::Vq(256, 4)]
+    };
+    for &s in ti_storages {
+        models.push((
+            format!("Vim-Ti {s:?}"),
+            pack(&random_model(&ti, 11, s)).as_bytes().to_vec(),
+            random_image(&ti, 12),
+        ));
     }
-    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist/vim_fmnist.vimvq");
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/fashion-mnist/vim_fmnist.vimvq");
     match std::fs::read(&bundled) {
         Ok(b) => {
             let ab = vimvq_rt::format::AlignedBytes::from_slice(&b);

@@ -246,7 +246,7 @@ fn find_stride(img: usize, patch: usize, l: usize) -> Result<usize, ImportError>
         )));
     }
     let candidates: Vec<usize> = (1..=patch).filter(|&s| fits(s)).collect();
-    let exact = candidates.iter().rev().find(|&&s| (img - patch) % s == 0);
+    let exact = candidates.iter().rev().find(|&&s| (img - patch).is_multiple_of(s));
     match (exact, candidates.last()) {
         (Some(&s), _) | (None, Some(&s)) => Ok(s),
         (None, None) => Err(ImportError::Config(format!(

@@ -377,7 +377,7 @@ impl Vm<'_> {
         match &mut self.objs[target] {
             Obj::List(v) => v.extend(items),
             Obj::Dict(v) => {
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return self.err(format!("{what}: odd number of items for a dict"));
                 }
                 v.extend(items.chunks_exact(2).map(|p| (p[0], p[1])));

@@ -43,7 +43,7 @@ impl<'a> Prepared<'a> {
     /// Lays out a `k × d` row-major codebook. Panics if `codebook.len()` is not a multiple of `d`.
     pub fn new(codebook: &'a [f32], d: usize) -> Self {
         assert!(
-            d > 0 && codebook.len() % d == 0,
+            d > 0 && codebook.len().is_multiple_of(d),
             "codebook length not a multiple of d"
         );
         let k = codebook.len() / d;

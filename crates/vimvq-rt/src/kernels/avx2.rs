@@ -197,7 +197,12 @@ impl Simd for Avx2 {
 /// # Safety
 /// AVX2 and FMA must be available.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn avx2_gemm_f32_6x16(a: MatRef<'_>, w: &[f32], out: &mut MatMut<'_>, scratch: &mut [f32]) {
+pub unsafe fn avx2_gemm_f32_6x16(
+    a: MatRef<'_>,
+    w: &[f32],
+    out: &mut MatMut<'_>,
+    scratch: &mut [f32],
+) {
     // SAFETY: features enabled by this function's attribute.
     unsafe { generic::gemm::<Avx2>(a, w, out, scratch) }
 }
@@ -234,7 +239,12 @@ pub unsafe fn avx2_gemv_f32_4x16(x: &[f32], w: &[f32], out: &mut [f32]) {
 /// # Safety
 /// AVX2 and FMA must be available.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn avx2_vq_gemv_f32_lut(x: &[f32], w: &VqMatrix<'_>, out: &mut [f32], scratch: &mut [f32]) {
+pub unsafe fn avx2_vq_gemv_f32_lut(
+    x: &[f32],
+    w: &VqMatrix<'_>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
     // SAFETY: features enabled by this function's attribute.
     unsafe { generic::vq_gemv::<Avx2>(x, w, out, scratch) }
 }

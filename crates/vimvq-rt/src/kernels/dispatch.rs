@@ -172,7 +172,10 @@ fn scalar_scan_channels(
 /// The oracle int8 dot product: exact i32 sum of products.
 pub fn scalar_dot_i8(a: &[i8], b: &[i8]) -> i32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| i32::from(*x) * i32::from(*y))
+        .sum()
 }
 
 static SCALAR: Kernels = Kernels {
@@ -215,7 +218,13 @@ mod x86 {
         // SAFETY: see above.
         unsafe { avx2_vq_gemv_f32_lut(x, w, out, s) }
     }
-    fn scan(w: &ScanWeights<'_>, x: &ScanInputs<'_>, p: &ScanPlan, acc: &mut MatMut<'_>, h: &mut [f32]) {
+    fn scan(
+        w: &ScanWeights<'_>,
+        x: &ScanInputs<'_>,
+        p: &ScanPlan,
+        acc: &mut MatMut<'_>,
+        h: &mut [f32],
+    ) {
         // SAFETY: see above.
         unsafe { avx2_scan_f32(w, x, p, acc, h) }
     }
@@ -231,7 +240,14 @@ mod x86 {
         // SAFETY: see above.
         unsafe { avx2_scan_channels_f32(w, x, p, acc, c0, h, ch) }
     }
-    fn conv(d: Direction, x: MatRef<'_>, w: &[f32], b: &[f32], st: Range<usize>, o: &mut MatMut<'_>) {
+    fn conv(
+        d: Direction,
+        x: MatRef<'_>,
+        w: &[f32],
+        b: &[f32],
+        st: Range<usize>,
+        o: &mut MatMut<'_>,
+    ) {
         // SAFETY: see above.
         unsafe { avx2_conv1d_silu_f32(d, x, w, b, st, o) }
     }

@@ -13,6 +13,12 @@
 //! * [`softplus_v`] / [`silu_v`]: max relative error 1e-6 vs the oracle's libm formulas.
 //! * scan: relative to the output scale, 2e-6 per step compounded (tested at 2e-5).
 
+// Only instantiated on targets with a SIMD level (x86-64, aarch64).
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+
 use core::ops::Range;
 
 use super::{f16_to_f32, Codebook, Direction, Indices, MatMut, MatRef, VqMatrix};
@@ -109,7 +115,7 @@ pub(crate) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
         p = S::fma(p, r, S::splat(8.333_452e-3));
         p = S::fma(p, r, S::splat(4.166_579_6e-2));
         p = S::fma(p, r, S::splat(1.666_666_5e-1));
-        p = S::fma(p, r, S::splat(5.000_000_1e-1));
+        p = S::fma(p, r, S::splat(0.5));
         let r2 = S::mul(r, r);
         let y = S::add(S::fma(p, r2, r), S::splat(1.0));
         // fx ∈ [−126, 128) after the clamp; split 2^fx so that 2^128 never forms.
@@ -176,16 +182,33 @@ pub(crate) unsafe fn silu_v<S: Simd>(x: S::V) -> S::V {
     }
 }
 
-/// Applies a vector function to a slice; the tail goes through a zero-padded vector.
+/// Element-wise ops of [`map_inplace`].
+const OP_SILU: u8 = 0;
+const OP_SOFTPLUS: u8 = 1;
+
 #[inline(always)]
-unsafe fn map_inplace<S: Simd>(xs: &mut [f32], f: impl Fn(S::V) -> S::V) {
+unsafe fn apply<S: Simd, const OP: u8>(v: S::V) -> S::V {
+    // SAFETY: the caller guarantees the ISA.
+    unsafe {
+        if OP == OP_SILU {
+            silu_v::<S>(v)
+        } else {
+            softplus_v::<S>(v)
+        }
+    }
+}
+
+/// Applies an element-wise op to a slice; the tail goes through a zero-padded vector. (A const
+/// op, not a closure: closures are not compiled with the caller's `#[target_feature]`s.)
+#[inline(always)]
+unsafe fn map_inplace<S: Simd, const OP: u8>(xs: &mut [f32]) {
     let l = S::LANES;
     let n = xs.len() / l * l;
     let p = xs.as_mut_ptr();
     let mut i = 0;
     while i < n {
         // SAFETY: i + LANES ≤ n ≤ xs.len().
-        unsafe { S::store(p.add(i), f(S::load(p.add(i)))) };
+        unsafe { S::store(p.add(i), apply::<S, OP>(S::load(p.add(i)))) };
         i += l;
     }
     if n < xs.len() {
@@ -193,7 +216,7 @@ unsafe fn map_inplace<S: Simd>(xs: &mut [f32], f: impl Fn(S::V) -> S::V) {
         let rest = xs.len() - n;
         tmp[..rest].copy_from_slice(&xs[n..]);
         // SAFETY: tmp holds 16 ≥ LANES values.
-        unsafe { S::store(tmp.as_mut_ptr(), f(S::load(tmp.as_ptr()))) };
+        unsafe { S::store(tmp.as_mut_ptr(), apply::<S, OP>(S::load(tmp.as_ptr()))) };
         xs[n..].copy_from_slice(&tmp[..rest]);
     }
 }
@@ -201,7 +224,7 @@ unsafe fn map_inplace<S: Simd>(xs: &mut [f32], f: impl Fn(S::V) -> S::V) {
 #[inline(always)]
 pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
     // SAFETY: the caller guarantees the ISA.
-    unsafe { map_inplace::<S>(xs, |v| silu_v::<S>(v)) }
+    unsafe { map_inplace::<S, OP_SILU>(xs) }
 }
 
 /// Scalar-vector `exp` of one value through the vector code (for tails).
@@ -382,8 +405,8 @@ unsafe fn gemv_rows<S: Simd>(x: &[f32], w: &[f32], out: &mut [f32]) {
             }
             for j in 0..nr {
                 let mut s = S::hsum(S::add(acc[j][0], acc[j][1]));
-                for cc in k2..k {
-                    s += x[cc] * *wp[j].add(cc);
+                for (cc, xv) in x.iter().enumerate().take(k).skip(k2) {
+                    s += xv * *wp[j].add(cc);
                 }
                 out[r + j] = s;
             }
@@ -506,7 +529,10 @@ pub(crate) unsafe fn vq_gemv<S: Simd>(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
-    assert!(x.len() == w.cols && out.len() == w.rows, "vq_gemv: shape mismatch");
+    assert!(
+        x.len() == w.cols && out.len() == w.rows,
+        "vq_gemv: shape mismatch"
+    );
     let g = w.groups_per_row();
     let need = lut_len(w);
     if scratch.len() < need {
@@ -599,7 +625,10 @@ unsafe fn scale_mul<S: Simd>(x: &[f32], rstd: f32, w: &[f32], out: &mut [f32]) {
         let r = S::splat(rstd);
         let mut i = 0;
         while i < n {
-            let v = S::mul(S::mul(S::load(x.as_ptr().add(i)), r), S::load(w.as_ptr().add(i)));
+            let v = S::mul(
+                S::mul(S::load(x.as_ptr().add(i)), r),
+                S::load(w.as_ptr().add(i)),
+            );
             S::store(out.as_mut_ptr().add(i), v);
             i += l;
         }
@@ -649,7 +678,10 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
     out: &mut MatMut<'_>,
 ) {
     let e = x.cols();
-    assert!(e > 0 && w.len().is_multiple_of(e), "conv1d: weight is not E×K");
+    assert!(
+        e > 0 && w.len().is_multiple_of(e),
+        "conv1d: weight is not E×K"
+    );
     let kk = w.len() / e;
     assert!(bias.len() == e && out.cols() == e);
     assert!(steps.end <= x.rows() && steps.end <= out.rows());
@@ -732,7 +764,13 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
     h.fill(0.0);
     let lanes = S::LANES;
     let nv = n / lanes * lanes;
-    let mut step = |t: usize| {
+    // A plain loop, not a closure: closures are not compiled with the caller's target features.
+    let nsteps = plan.steps.len();
+    for si in 0..nsteps {
+        let t = match plan.dir {
+            Direction::Forward => plan.steps.start + si,
+            Direction::Backward => plan.steps.end - 1 - si,
+        };
         let xd = x.x_dbl.row(t);
         let b = &xd[w.dt_rank..w.dt_rank + n];
         let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
@@ -744,14 +782,17 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
             let cb1 = (cb0 + SCAN_BLOCK).min(ch.end);
             let mut dt = [0f32; SCAN_BLOCK];
             let m = cb1 - cb0;
-            for j in 0..m {
-                dt[j] = delta[cb0 + j] + w.dt_bias[cb0 + j];
+            for ((d, x), b) in dt[..m]
+                .iter_mut()
+                .zip(&delta[cb0..cb1])
+                .zip(&w.dt_bias[cb0..cb1])
+            {
+                *d = x + b;
             }
             // SAFETY: dt has SCAN_BLOCK (a multiple of 16) values; the ISA is guaranteed.
-            unsafe { map_inplace::<S>(&mut dt[..m.div_ceil(lanes) * lanes], |v| softplus_v::<S>(v)) };
-            for j in 0..m {
+            unsafe { map_inplace::<S, OP_SOFTPLUS>(&mut dt[..m.div_ceil(lanes) * lanes]) };
+            for (j, &dtv) in dt[..m].iter().enumerate() {
                 let e = cb0 + j;
-                let dtv = dt[j];
                 let uu = u[e];
                 let du = dtv * uu;
                 let hs = &mut h[(e - ch.start) * n..(e - ch.start + 1) * n];
@@ -789,10 +830,6 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
             }
             cb0 = cb1;
         }
-    };
-    match plan.dir {
-        Direction::Forward => plan.steps.clone().for_each(&mut step),
-        Direction::Backward => plan.steps.clone().rev().for_each(&mut step),
     }
 }
 
