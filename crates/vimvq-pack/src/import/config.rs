@@ -246,7 +246,10 @@ fn find_stride(img: usize, patch: usize, l: usize) -> Result<usize, ImportError>
         )));
     }
     let candidates: Vec<usize> = (1..=patch).filter(|&s| fits(s)).collect();
-    let exact = candidates.iter().rev().find(|&&s| (img - patch).is_multiple_of(s));
+    let exact = candidates
+        .iter()
+        .rev()
+        .find(|&&s| (img - patch).is_multiple_of(s));
     match (exact, candidates.last()) {
         (Some(&s), _) | (None, Some(&s)) => Ok(s),
         (None, None) => Err(ImportError::Config(format!(

@@ -164,7 +164,8 @@ impl FccoTrainer {
             report.forced =
                 f.confirm_at_least(schedule_floor(&self.cfg, self.steps_done, self.total_steps));
         }
-        if self.settings.hull_every > 0 && self.steps_done.is_multiple_of(self.settings.hull_every) {
+        if self.settings.hull_every > 0 && self.steps_done.is_multiple_of(self.settings.hull_every)
+        {
             report.replaced = f.update_hulls();
         }
         report.confirmed_fraction = f.confirmed_fraction();
