@@ -105,13 +105,20 @@ fn eval_json(model: &Path, data: &Path, reference: Option<&Path>, limit: u32) ->
     serde_json::from_slice(&ok(&args).stdout).unwrap()
 }
 
-/// The CI regression test: 2 bits, 60 steps per block, 64 calibration images.
+/// The CI regression test: 2 bits, 60 steps per block, 64 calibration images (~35 s of packing
+/// on 2 idle cores, under 2 minutes for the whole test on a loaded machine).
 ///
-/// Floor: the full-budget run (300 steps, 256 images) is in docs/RESULTS.md; this reduced budget
-/// must still stay within a few points of f32. On 2,000 test images one point of top-1 is 20
-/// images, and the binomial noise of a ~90 % accuracy is ±0.7 points (1σ), so the floors below
-/// leave ~3σ of room under the value measured when this test was written while still failing on
-/// any real regression (k-means without calibration sits several points lower; see RESULTS.md).
+/// Floors. Measured when this test was written (every 5th test image, 2,000 in all): f32 top-1
+/// 88.85 %, this reduced budget 88.25 % top-1, 97.80 % top-1 agreement, mean KL 0.0054. The
+/// full-budget runs on all 10,000 test images are in docs/RESULTS.md: ViM-VQ 2-bit defaults
+/// 87.57 % (f32 87.85 %), agreement 97.7 %, KL 0.0037; uncalibrated k-means 86.08 %, agreement
+/// 94.4 %, KL 0.030.
+/// * top-1 ≥ 86 %: the binomial noise of an 88 % accuracy on 2,000 images is ±0.73 points (1σ);
+///   86 % is 3σ under the measured 88.25 %.
+/// * agreement ≥ 96 %: ±0.33 points (1σ) at 97.8 % on 2,000 images, so 96 % is > 5σ under the
+///   measurement and above uncalibrated k-means (94.4 %): losing the calibration fails it.
+/// * mean KL ≤ 0.012: 2.2× the measured 0.0054 and 2.5× below k-means' 0.030.
+/// * the runtime on 200 images (±1 point, 1σ, at 98 %): agreement ≥ 94 %.
 #[test]
 fn pack_bundled_model_2bit_small_budget() {
     let st = root().join("models/fashion-mnist/vim_fmnist.safetensors");
@@ -253,16 +260,21 @@ fn pack_bundled_model_2bit_small_budget() {
         "runtime, 200 images: top-1 {}, agreement {rt_ag}",
         rt["top1"]
     );
-    assert!(rt_ag >= AGREEMENT_FLOOR, "runtime agreement {rt_ag}");
+    assert!(
+        rt_ag >= RUNTIME_AGREEMENT_FLOOR,
+        "runtime agreement {rt_ag} below {RUNTIME_AGREEMENT_FLOOR}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
 /// See [`pack_bundled_model_2bit_small_budget`].
-const TOP1_FLOOR: f64 = 0.80;
+const TOP1_FLOOR: f64 = 0.86;
 /// See [`pack_bundled_model_2bit_small_budget`].
-const AGREEMENT_FLOOR: f64 = 0.85;
+const AGREEMENT_FLOOR: f64 = 0.96;
 /// See [`pack_bundled_model_2bit_small_budget`].
-const KL_CEILING: f64 = 0.1;
+const KL_CEILING: f64 = 0.012;
+/// See [`pack_bundled_model_2bit_small_budget`].
+const RUNTIME_AGREEMENT_FLOOR: f64 = 0.94;
 
 /// A small PNG the tiny fixture model can take (it resizes anything).
 fn png(path: &Path, seed: u8) {

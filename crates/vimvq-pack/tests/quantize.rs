@@ -350,3 +350,31 @@ fn report_json_has_the_cli_fields() {
     }
     assert!(j["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
+
+/// The host evaluator (`quantize::logits`) against the runtime (`vimvq_rt::forward::infer`) on the
+/// written file, for the f32 model and a quantized one: same logits up to f32 rounding of two
+/// different summation orders.
+#[test]
+fn host_logits_match_the_runtime() {
+    use vimvq_pack::format::writer::to_bytes;
+    use vimvq_rt::format::AlignedBytes;
+    use vimvq_rt::model::Model;
+    let calib = images(6);
+    let (q, _) = run(&opts(QuantMethod::VimVq, Objective::Block), &calib);
+    for m in [model(), q] {
+        let host = vimvq_pack::quantize::logits(&m, &calib, 2).unwrap();
+        let bytes = AlignedBytes::from_slice(&to_bytes(&m).unwrap());
+        let rt = Model::parse(&bytes).unwrap();
+        let mut scratch = vec![0u8; rt.scratch_bytes()];
+        let mut out = vec![0.0f32; 5];
+        for (img, h) in calib.iter().zip(host.chunks_exact(5)) {
+            vimvq_rt::forward::infer(&rt, img, &mut out, &mut scratch).unwrap();
+            for (a, b) in out.iter().zip(h) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "runtime {a} vs host {b}"
+                );
+            }
+        }
+    }
+}
