@@ -105,8 +105,8 @@ fn eval_json(model: &Path, data: &Path, reference: Option<&Path>, limit: u32) ->
     serde_json::from_slice(&ok(&args).stdout).unwrap()
 }
 
-/// The CI regression test: 2 bits, 60 steps per block, 64 calibration images (~35 s of packing
-/// on 2 idle cores, under 2 minutes for the whole test on a loaded machine).
+/// The CI regression test: 2 bits, 60 steps per block, 64 calibration images (the whole test
+/// takes ~40 s on 2 idle cores, ~2 minutes on a loaded machine).
 ///
 /// Floors. Measured when this test was written (every 5th test image, 2,000 in all): f32 top-1
 /// 88.85 %, this reduced budget 88.25 % top-1, 97.80 % top-1 agreement, mean KL 0.0054. The
