@@ -525,7 +525,7 @@ struct DirCache<T> {
 
 /// Forward record of one image.
 #[derive(Clone, Debug, Default)]
-struct ImageCache<T> {
+pub(crate) struct ImageCache<T> {
     hn: Vec<T>,
     x: Vec<T>,
     z: Vec<T>,
@@ -533,6 +533,23 @@ struct ImageCache<T> {
     bwd: DirCache<T>,
     /// Combined, gated, halved branch outputs `(L, E)`: the input of `out_proj`.
     m: Vec<T>,
+}
+
+impl<T> ImageCache<T> {
+    /// The input of a quantized linear layer recorded by the last forward of this image
+    /// (`L × cols`): `hn` for `in_proj`, `u` for `x_proj`, `Δ`'s low-rank part for `dt_proj`,
+    /// the combined branch output for `out_proj`.
+    pub(crate) fn tap(&self, role: Role) -> &[T] {
+        match role {
+            Role::InProj => &self.hn,
+            Role::XProj => &self.fwd.u,
+            Role::XProjBack => &self.bwd.u,
+            Role::DtProjW => &self.fwd.dtl,
+            Role::DtProjWBack => &self.bwd.dtl,
+            Role::OutProj => &self.m,
+            _ => unreachable!("no tap for {role:?}"),
+        }
+    }
 }
 
 /// Sizes a buffer the forward fully overwrites (no clearing when the size already matches).
@@ -544,7 +561,8 @@ fn resize<T: Float>(v: &mut Vec<T>, len: usize) {
 }
 
 impl<T: Float> ImageCache<T> {
-    fn shape(&mut self, dims: BlockDims, len: usize) {
+    /// Sizes every buffer for one image of `len` tokens.
+    pub(crate) fn shape(&mut self, dims: BlockDims, len: usize) {
         let BlockDims {
             d_model: d,
             d_inner: e,
@@ -640,7 +658,7 @@ fn neg_exp<T: Float>(a_log: &[T]) -> Vec<T> {
 
 /// Runs `f(scratch, item)` over `items`, split into at most `threads` contiguous chunks, each on its
 /// own scoped thread with its own scratch from `mk` (the calling thread takes the first chunk).
-fn parallel_for<I: Send, W>(
+pub(crate) fn parallel_for<I: Send, W>(
     items: &mut [I],
     threads: usize,
     mk: impl Fn() -> W + Sync,
@@ -722,7 +740,7 @@ pub fn forward<T: Float>(
 }
 
 /// Per-call derived tensors of the forward: transposed weights (for [`linear_forward_t`]) and `A`.
-struct Prepared<T> {
+pub(crate) struct Prepared<T> {
     /// `in_proj` rows `0..E` (→ x), transposed `(D, E)`.
     in_x_t: Vec<T>,
     /// `in_proj` rows `E..2E` (→ z), transposed `(D, E)`.
@@ -738,7 +756,8 @@ struct Prepared<T> {
 }
 
 impl<T: Float> Prepared<T> {
-    fn new(p: &BlockParams<T>) -> Self {
+    /// Transposes the weights of `p` and computes `A` for both branches.
+    pub(crate) fn new(p: &BlockParams<T>) -> Self {
         let BlockDims {
             d_model: d,
             d_inner: e,
@@ -763,7 +782,9 @@ impl<T: Float> Prepared<T> {
     }
 }
 
-fn image_forward<T: Float>(
+/// Mixer forward of one image `hn (L, D)` → `y (L, D)`, recording into `ic` (sized by
+/// [`ImageCache::shape`]).
+pub(crate) fn image_forward<T: Float>(
     p: &BlockParams<T>,
     prep: &Prepared<T>,
     hn: &[T],

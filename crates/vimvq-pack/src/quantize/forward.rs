@@ -2,19 +2,17 @@
 //! embedding, middle cls token, position embedding), the per-block RMSNorm, and a mixer forward
 //! that also hands out the input of every quantized linear layer ("taps", for the Hessians).
 //!
-//! The mixer forward is the same sequence of [`crate::calib::ops`] calls as
-//! [`crate::calib::forward`] (so its output is bit-identical to it, tested below), without the
-//! backward record: it is what computes the f32 targets `y_ref`, the Hessians of the layer
-//! objective and the report, and what advances the quantized residual stream.
+//! The mixer forward is the calibration's own per-image forward ([`crate::calib::block`]), run
+//! batch-wise without the backward: it computes the f32 targets `y_ref`, the Hessians of the
+//! layer objective and the report, and advances the quantized residual stream.
 
 use vimvq_rt::format::Role;
 use vimvq_rt::VimConfig;
 
-use crate::calib::ops::{
-    conv_forward, gate_combine_forward, linear_forward_t, scan_forward, silu_forward,
-    softplus_forward, transpose, ConvDims, Direction, LinearDims, ScanDims, ScanInputs,
-};
-use crate::calib::{BlockParams, Float};
+pub(crate) use crate::calib::block::parallel_for;
+use crate::calib::block::{image_forward, ImageCache, Prepared};
+use crate::calib::ops::{linear_forward_t, LinearDims};
+use crate::calib::BlockParams;
 
 /// Patch embedding + cls token at `P/2` + position embedding of one normalised CHW image into
 /// `out` (`L × D`). `w_t` is the patch weight transposed, `(C·p·p, D)`.
@@ -76,228 +74,6 @@ pub(crate) fn rmsnorm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Transposed weights and `A = −exp(A_log)` of one mixer, computed once per parameter set.
-pub(crate) struct Prepared {
-    in_x_t: Vec<f32>,
-    in_z_t: Vec<f32>,
-    out_t: Vec<f32>,
-    x_proj_t: [Vec<f32>; 2],
-    dt_t: [Vec<f32>; 2],
-    a: [Vec<f32>; 2],
-}
-
-impl Prepared {
-    /// Prepares `p` for [`image_forward`].
-    pub(crate) fn new(p: &BlockParams<f32>) -> Self {
-        let dims = p.dims;
-        let (d, e, r) = (dims.d_model, dims.d_inner, dims.dt_rank);
-        let rows = dims.x_proj_rows();
-        // The same `exp` as the calibration forward (`Float::exp`, not the inherent `f32::exp`).
-        let neg_exp = |v: &[f32]| v.iter().map(|&x| -Float::exp(x)).collect::<Vec<f32>>();
-        Prepared {
-            in_x_t: transpose(&p.in_proj[..e * d], e, d),
-            in_z_t: transpose(&p.in_proj[e * d..], e, d),
-            out_t: transpose(&p.out_proj, d, e),
-            x_proj_t: [
-                transpose(&p.fwd.x_proj, rows, e),
-                transpose(&p.bwd.x_proj, rows, e),
-            ],
-            dt_t: [
-                transpose(&p.fwd.dt_proj_w, e, r),
-                transpose(&p.bwd.dt_proj_w, e, r),
-            ],
-            a: [neg_exp(&p.fwd.a_log), neg_exp(&p.bwd.a_log)],
-        }
-    }
-}
-
-/// Buffers of one branch for one image.
-#[derive(Default)]
-struct DirScratch {
-    s: Vec<f32>,
-    u: Vec<f32>,
-    xd: Vec<f32>,
-    dtl: Vec<f32>,
-    bm: Vec<f32>,
-    cm: Vec<f32>,
-    pre: Vec<f32>,
-    delta: Vec<f32>,
-    y: Vec<f32>,
-    da: Vec<f32>,
-}
-
-/// Per-thread buffers of [`image_forward`]; after a call they hold that image's taps.
-#[derive(Default)]
-pub(crate) struct Scratch {
-    x: Vec<f32>,
-    z: Vec<f32>,
-    m: Vec<f32>,
-    dirs: [DirScratch; 2],
-}
-
-impl Scratch {
-    fn shape(&mut self, p: &BlockParams<f32>, len: usize) {
-        let dims = p.dims;
-        let (e, r, n) = (dims.d_inner, dims.dt_rank, dims.d_state);
-        let set = |v: &mut Vec<f32>, l: usize| v.resize(l, 0.0);
-        set(&mut self.x, len * e);
-        set(&mut self.z, len * e);
-        set(&mut self.m, len * e);
-        for c in &mut self.dirs {
-            set(&mut c.s, len * e);
-            set(&mut c.u, len * e);
-            set(&mut c.xd, len * dims.x_proj_rows());
-            set(&mut c.dtl, len * r);
-            set(&mut c.bm, len * n);
-            set(&mut c.cm, len * n);
-            set(&mut c.pre, len * e);
-            set(&mut c.delta, len * e);
-            set(&mut c.y, len * e);
-            set(&mut c.da, len * e * n);
-        }
-    }
-
-    /// The input of a quantized linear layer recorded by the last forward (`L × cols`);
-    /// `hn` is the block input (the input of `in_proj`).
-    pub(crate) fn tap<'a>(&'a self, role: Role, hn: &'a [f32]) -> &'a [f32] {
-        match role {
-            Role::InProj => hn,
-            Role::XProj => &self.dirs[0].u,
-            Role::XProjBack => &self.dirs[1].u,
-            Role::DtProjW => &self.dirs[0].dtl,
-            Role::DtProjWBack => &self.dirs[1].dtl,
-            Role::OutProj => &self.m,
-            _ => unreachable!("no tap for {role:?}"),
-        }
-    }
-}
-
-/// Mixer forward of one image: `hn (L, D)` → `y (L, D)`; `sc` keeps the intermediates.
-pub(crate) fn image_forward(
-    p: &BlockParams<f32>,
-    prep: &Prepared,
-    hn: &[f32],
-    len: usize,
-    sc: &mut Scratch,
-    y: &mut [f32],
-) {
-    let dims = p.dims;
-    let (d, e, r, n, k) = (
-        dims.d_model,
-        dims.d_inner,
-        dims.dt_rank,
-        dims.d_state,
-        dims.d_conv,
-    );
-    let rows = dims.x_proj_rows();
-    sc.shape(p, len);
-    let lin = LinearDims { m: len, k: d, n: e };
-    linear_forward_t(hn, &prep.in_x_t, None, lin, &mut sc.x);
-    linear_forward_t(hn, &prep.in_z_t, None, lin, &mut sc.z);
-    for (which, dir) in [Direction::Forward, Direction::Backward]
-        .into_iter()
-        .enumerate()
-    {
-        let dp = if which == 0 { &p.fwd } else { &p.bwd };
-        let c = &mut sc.dirs[which];
-        conv_forward(
-            &sc.x,
-            &dp.conv_w,
-            &dp.conv_b,
-            ConvDims {
-                len,
-                channels: e,
-                taps: k,
-                dir,
-            },
-            &mut c.s,
-        );
-        silu_forward(&c.s, &mut c.u);
-        linear_forward_t(
-            &c.u,
-            &prep.x_proj_t[which],
-            None,
-            LinearDims {
-                m: len,
-                k: e,
-                n: rows,
-            },
-            &mut c.xd,
-        );
-        for t in 0..len {
-            let xr = &c.xd[t * rows..(t + 1) * rows];
-            c.dtl[t * r..(t + 1) * r].copy_from_slice(&xr[..r]);
-            c.bm[t * n..(t + 1) * n].copy_from_slice(&xr[r..r + n]);
-            c.cm[t * n..(t + 1) * n].copy_from_slice(&xr[r + n..]);
-        }
-        linear_forward_t(
-            &c.dtl,
-            &prep.dt_t[which],
-            Some(&dp.dt_proj_b),
-            LinearDims { m: len, k: r, n: e },
-            &mut c.pre,
-        );
-        softplus_forward(&c.pre, &mut c.delta);
-        scan_forward(
-            ScanInputs {
-                u: &c.u,
-                delta: &c.delta,
-                a: &prep.a[which],
-                b: &c.bm,
-                c: &c.cm,
-                d: &dp.d_skip,
-            },
-            ScanDims {
-                len,
-                channels: e,
-                state: n,
-                dir,
-            },
-            &mut c.y,
-            &mut c.da,
-        );
-    }
-    gate_combine_forward(&sc.dirs[0].y, &sc.dirs[1].y, &sc.z, &mut sc.m);
-    linear_forward_t(
-        &sc.m,
-        &prep.out_t,
-        None,
-        LinearDims { m: len, k: e, n: d },
-        y,
-    );
-}
-
-/// Runs `f(scratch, item)` over `items` split into at most `threads` contiguous chunks, one scoped
-/// thread each (the caller takes the first), each with its own scratch from `mk`.
-pub(crate) fn parallel_for<I: Send, W>(
-    items: &mut [I],
-    threads: usize,
-    mk: impl Fn() -> W + Sync,
-    f: impl Fn(&mut W, &mut I) + Sync,
-) {
-    let threads = threads.clamp(1, items.len().max(1));
-    let per = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|sc| {
-        let mut chunks = items.chunks_mut(per);
-        let first = chunks.next();
-        for chunk in chunks {
-            let (mk, f) = (&mk, &f);
-            sc.spawn(move || {
-                let mut w = mk();
-                for it in chunk {
-                    f(&mut w, it);
-                }
-            });
-        }
-        if let Some(chunk) = first {
-            let mut w = mk();
-            for it in chunk {
-                f(&mut w, it);
-            }
-        }
-    });
-}
-
 /// Mixer outputs of a batch: `hn (B, L, D)` → `(B, L, D)`, images spread over `threads`.
 pub(crate) fn mixer_batch(
     p: &BlockParams<f32>,
@@ -310,8 +86,9 @@ pub(crate) fn mixer_batch(
     let mut y = vec![0.0f32; hn.len()];
     let mut items: Vec<(&[f32], &mut [f32])> =
         hn.chunks_exact(row).zip(y.chunks_exact_mut(row)).collect();
-    parallel_for(&mut items, threads, Scratch::default, |sc, (h, o)| {
-        image_forward(p, &prep, h, len, sc, o)
+    parallel_for(&mut items, threads, ImageCache::default, |ic, (h, o)| {
+        ic.shape(p.dims, len);
+        image_forward(p, &prep, h, len, ic, o)
     });
     y
 }
@@ -360,11 +137,12 @@ pub(crate) fn mixer_batch_taps(
         parallel_for(
             &mut items,
             threads,
-            Scratch::default,
-            |sc, ((h, o), outs)| {
-                image_forward(p, &prep, h, len, sc, o);
+            ImageCache::default,
+            |ic, ((h, o), outs)| {
+                ic.shape(p.dims, len);
+                image_forward(p, &prep, h, len, ic, o);
                 for (dst, &role) in outs.iter_mut().zip(roles) {
-                    dst.copy_from_slice(sc.tap(role, h));
+                    dst.copy_from_slice(ic.tap(role));
                 }
             },
         );
