@@ -1,4 +1,5 @@
-//! End-to-end Vim-Ti 224 (random weights): f32 vs VQ 3/2/1-bit, at the active kernel level.
+//! End-to-end Vim-Ti 224 (random weights): f32 vs VQ 3/2/1-bit, 1 and 2 threads, at the active
+//! kernel level.
 //! `cargo bench --bench e2e`. Throughput is `Elements` = MACs of one image (≈ 1.48 GMAC).
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 mod common;
 
 use common::{pack, random_image, random_model, vim_config, Storage};
-use vimvq_rt::forward::infer;
+use vimvq_rt::forward::{infer_threaded, InferOptions};
 use vimvq_rt::kernels::dispatch::kernels;
 use vimvq_rt::model::Model;
 
@@ -27,10 +28,15 @@ fn bench_e2e(c: &mut Criterion) {
         let bytes = pack(&random_model(&cfg, 2, s));
         let model = Model::parse(bytes.as_bytes()).unwrap();
         let mut logits = vec![0f32; 1000];
-        let mut scratch = vec![0u8; model.scratch_bytes()];
-        g.bench_function(format!("{name}_1thread"), |b| {
-            b.iter(|| infer(&model, &img, &mut logits, &mut scratch).unwrap())
-        });
+        let opts = InferOptions::default();
+        for threads in [1, 2] {
+            let mut scratch = vec![0u8; cfg.scratch_bytes_threaded(threads)];
+            g.bench_function(format!("{name}_{threads}thread"), |b| {
+                b.iter(|| {
+                    infer_threaded(&model, &img, &mut logits, &mut scratch, &opts, threads).unwrap()
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -27,7 +27,7 @@ pub struct BenchArgs {
     /// Model file
     #[arg(value_name = "MODEL.vimvq")]
     pub model: PathBuf,
-    /// Worker threads (accepted; inference currently runs on one thread)
+    /// Threads per inference (layers split across them; results are identical for any count)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_parser())]
     pub threads: usize,
     /// Timed runs
@@ -115,7 +115,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let file = open_model(&a.model)?;
     let model = parse_model(&a.model, &file)?;
     let c = *model.config();
-    let scratch_len = model.scratch_bytes();
+    let scratch_len = c.scratch_bytes_threaded(a.threads);
     if scratch_len == usize::MAX {
         bail!("model dimensions too large for this machine");
     }
@@ -135,7 +135,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let fail = |e: forward::InferError| anyhow!("inference failed: {e}");
 
     for _ in 0..a.warmup {
-        forward::infer_with(&model, &input, &mut logits, &mut scratch, &opts).map_err(fail)?;
+        forward::infer_threaded(&model, &input, &mut logits, &mut scratch, &opts, a.threads)
+            .map_err(fail)?;
     }
     let mut lat = Vec::with_capacity(iters);
     let mut clock = Clock {
@@ -145,8 +146,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for _ in 0..iters {
         let t0 = Instant::now();
         clock.last = t0;
-        forward::infer_profiled(&model, &input, &mut logits, &mut scratch, &opts, &mut clock)
-            .map_err(fail)?;
+        forward::infer_threaded_profiled(
+            &model,
+            &input,
+            &mut logits,
+            &mut scratch,
+            &opts,
+            a.threads,
+            &mut clock,
+        )
+        .map_err(fail)?;
         lat.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let mean = lat.iter().sum::<f64>() / iters as f64;

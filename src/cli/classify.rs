@@ -17,11 +17,12 @@ pub struct Classifier<'m> {
     logits: Vec<f32>,
     scratch: Vec<u8>,
     pre_scratch: Vec<u8>,
+    threads: usize,
 }
 
 impl<'m> Classifier<'m> {
-    /// Allocates the buffers `model` needs.
-    pub fn new(model: Model<'m>) -> Result<Self> {
+    /// Allocates the buffers `model` needs to run each inference on `threads` threads.
+    pub fn new(model: Model<'m>, threads: usize) -> Result<Self> {
         let c = model.config();
         if c.channels != 1 && c.channels != 3 {
             bail!(
@@ -29,7 +30,7 @@ impl<'m> Classifier<'m> {
                 c.channels
             );
         }
-        let scratch_len = model.scratch_bytes();
+        let scratch_len = c.scratch_bytes_threaded(threads);
         if scratch_len == usize::MAX {
             bail!("model dimensions too large for this machine");
         }
@@ -38,6 +39,7 @@ impl<'m> Classifier<'m> {
             logits: vec![0.0; c.num_classes],
             scratch: vec![0; scratch_len],
             pre_scratch: Vec::new(),
+            threads,
             model,
         })
     }
@@ -68,20 +70,34 @@ impl<'m> Classifier<'m> {
         }
         plan.run(&img.as_ref(), &mut self.input, &mut self.pre_scratch)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        forward::infer(
-            &self.model,
-            &self.input,
-            &mut self.logits,
-            &mut self.scratch,
-        )
-        .map_err(|e| anyhow!("{}: inference failed: {e}", path.display()))?;
+        self.infer()
+            .map_err(|e| anyhow!("{}: inference failed: {e}", path.display()))?;
         Ok(&self.logits)
     }
 
     /// Classifies one already-normalised CHW tensor.
     pub fn classify_tensor(&mut self, x: &[f32]) -> Result<&[f32]> {
-        forward::infer(&self.model, x, &mut self.logits, &mut self.scratch)
-            .map_err(|e| anyhow!("inference failed: {e}"))?;
+        if x.len() != self.input.len() {
+            bail!(
+                "tensor has {} values, the model takes {}",
+                x.len(),
+                self.input.len()
+            );
+        }
+        self.input.copy_from_slice(x);
+        self.infer().map_err(|e| anyhow!("inference failed: {e}"))?;
         Ok(&self.logits)
+    }
+
+    /// `self.input` → `self.logits`.
+    fn infer(&mut self) -> Result<(), forward::InferError> {
+        forward::infer_threaded(
+            &self.model,
+            &self.input,
+            &mut self.logits,
+            &mut self.scratch,
+            &forward::InferOptions::default(),
+            self.threads,
+        )
     }
 }

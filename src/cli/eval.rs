@@ -230,14 +230,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                let mut clf = match Classifier::new(model) {
+                let mut clf = match Classifier::new(model, 1) {
                     Ok(c) => c,
                     Err(e) => {
                         record(&failure, &stop, 0, e);
                         return;
                     }
                 };
-                let mut ref_clf = match ref_model.map(Classifier::new).transpose() {
+                let mut ref_clf = match ref_model.map(|m| Classifier::new(m, 1)).transpose() {
                     Ok(c) => c,
                     Err(e) => {
                         record(&failure, &stop, 0, e);

@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Class names to print instead of the model's, one per line
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
-    /// Worker threads (accepted; inference currently runs on one thread)
+    /// Threads per inference (layers split across them; results are identical for any count)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_parser())]
     pub threads: usize,
     /// Print JSON (cli.md) instead of text
@@ -63,7 +63,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let k = usize::try_from(a.topk)
         .unwrap_or(usize::MAX)
         .min(c.num_classes);
-    let mut clf = Classifier::new(model)?;
+    let mut clf = Classifier::new(model, a.threads)?;
 
     // (display name, logits) per input, in input order.
     let mut results: Vec<(String, Vec<f32>)> = Vec::new();

@@ -100,7 +100,7 @@ pub struct StreamArgs {
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub topk: u64,
-    /// Worker threads (accepted; inference currently runs on one thread)
+    /// Threads per inference (layers split across them; results are identical for any count)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_parser())]
     pub threads: usize,
 }
@@ -197,7 +197,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
             c.input_len()
         );
     }
-    let scratch_len = model.scratch_bytes();
+    let scratch_len = c.scratch_bytes_threaded(a.threads);
     if scratch_len == usize::MAX {
         bail!("model dimensions too large for this machine");
     }
@@ -214,6 +214,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
     let mut probs = vec![0f32; c.num_classes];
     let mut order: Vec<usize> = Vec::with_capacity(c.num_classes);
     let mut scratch = vec![0u8; scratch_len];
+    let opts = forward::InferOptions::default();
     let mut line = String::with_capacity(64 + k * 96);
     let mut hist = Histogram::new();
     // Labels as JSON values, escaped once.
@@ -258,7 +259,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
         };
         plan.run(&img, &mut input, &mut pre_scratch)
             .map_err(|e| anyhow!("frame {frames}: {e}"))?;
-        forward::infer(&model, &input, &mut logits, &mut scratch)
+        forward::infer_threaded(&model, &input, &mut logits, &mut scratch, &opts, a.threads)
             .map_err(|e| anyhow!("frame {frames}: inference failed: {e}"))?;
         softmax_into(&logits, &mut probs);
         top_k_into(&logits, k, &mut order);

@@ -32,6 +32,11 @@ use crate::kernels::{Direction, MatMut, MatRef, Weight};
 use crate::model::Model;
 use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
+#[cfg(feature = "std")]
+mod threaded;
+#[cfg(feature = "std")]
+pub use threaded::{infer_threaded, infer_threaded_profiled};
+
 /// Patch tokens embedded per im2col chunk (bounds the im2col buffer).
 pub const PATCH_CHUNK: usize = 16;
 
@@ -44,6 +49,10 @@ struct Line([f32; LINE]);
 
 /// Number of scratch buffers.
 const NBUF: usize = 11;
+/// Indices into [`buffer_lens`] of the per-worker buffers.
+const BUF_A: usize = 7;
+const BUF_H: usize = 8;
+const BUF_PANEL: usize = 9;
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b {
@@ -105,6 +114,24 @@ impl VimConfig {
             return usize::MAX;
         }
         total * 4 + 63
+    }
+
+    /// Bytes of scratch memory [`infer_threaded`] needs with `threads` workers:
+    /// [`scratch_bytes`](Self::scratch_bytes) plus, per extra worker, its own GEMM panel and
+    /// scan state (`4·(16·max(C·p², D, E, R) + 2·E·N)` bytes, rounded to 64-byte lines) and 63
+    /// bytes of alignment slack. Equals
+    /// `scratch_bytes()` for `threads ≤ 1`; `usize::MAX` when it does not fit.
+    pub const fn scratch_bytes_threaded(&self, threads: usize) -> usize {
+        let base = self.scratch_bytes();
+        if base == usize::MAX || threads <= 1 {
+            return base;
+        }
+        let lens = buffer_lens(self);
+        let worker = (lens[BUF_A] + lens[BUF_H] + lens[BUF_PANEL]).saturating_mul(4);
+        match worker.checked_mul(threads - 1) {
+            Some(extra) => base.saturating_add(63).saturating_add(extra),
+            None => usize::MAX,
+        }
     }
 }
 
@@ -402,6 +429,30 @@ fn infer_impl(
     mut timer: Option<&mut dyn OpTimer>,
 ) -> Result<(), InferError> {
     let c = *model.config();
+    check_buffers(&c, input, logits, scratch.len(), c.scratch_bytes())?;
+    let (needed, actual) = (c.scratch_bytes(), scratch.len());
+    let mut s =
+        Scratch::carve(&c, scratch).ok_or(InferError::ScratchTooSmall { needed, actual })?;
+
+    patch_embed(model, &c, input, &mut s)?;
+    mark(&mut timer, Op::PatchEmbed);
+    for i in 0..c.depth {
+        let lw = LayerWeights::load(model, i)?;
+        let cls_only = opts.cls_only_last_layer && i + 1 == c.depth;
+        mixer_layer(&c, &lw, i, cls_only, &mut s, &mut timer);
+    }
+
+    head(model, &c, opts, &mut s, logits, &mut timer)
+}
+
+/// Checks the caller's buffers against the model.
+fn check_buffers(
+    c: &VimConfig,
+    input: &[f32],
+    logits: &[f32],
+    scratch_len: usize,
+    needed: usize,
+) -> Result<(), InferError> {
     if input.len() != c.input_len() {
         return Err(InferError::InputLength {
             expected: c.input_len(),
@@ -414,26 +465,24 @@ fn infer_impl(
             actual: logits.len(),
         });
     }
-    let needed = c.scratch_bytes();
-    if scratch.len() < needed {
+    if scratch_len < needed {
         return Err(InferError::ScratchTooSmall {
             needed,
-            actual: scratch.len(),
+            actual: scratch_len,
         });
     }
-    let actual = scratch.len();
-    let mut s =
-        Scratch::carve(&c, scratch).ok_or(InferError::ScratchTooSmall { needed, actual })?;
+    Ok(())
+}
 
-    patch_embed(model, &c, input, &mut s)?;
-    mark(&mut timer, Op::PatchEmbed);
-    for i in 0..c.depth {
-        let lw = LayerWeights::load(model, i)?;
-        let cls_only = opts.cls_only_last_layer && i + 1 == c.depth;
-        mixer_layer(&c, &lw, i, cls_only, &mut s, &mut timer);
-    }
-
-    // Final fused add + norm_f, then the head on the cls row.
+/// Final fused add + `norm_f`, then the head on the cls row → `logits`.
+fn head(
+    model: &Model<'_>,
+    c: &VimConfig,
+    opts: &InferOptions,
+    s: &mut Scratch<'_>,
+    logits: &mut [f32],
+    timer: &mut Option<&mut dyn OpTimer>,
+) -> Result<(), InferError> {
     let (l, d, pos) = (c.seq_len(), c.embed_dim, c.cls_pos());
     let norm_f = dense(model, Role::NormF, 0)?;
     let rows = if opts.cls_only_last_layer {
@@ -449,13 +498,13 @@ fn infer_impl(
             c.norm_eps,
         );
     }
-    mark(&mut timer, Op::Norm);
+    mark(timer, Op::Norm);
     let head = weight(model, Role::HeadWeight, 0)?;
     gemv_f32(&s.hidden[pos * d..(pos + 1) * d], &head, logits, s.panel);
     for (o, b) in logits.iter_mut().zip(dense(model, Role::HeadBias, 0)?) {
         *o += b;
     }
-    mark(&mut timer, Op::Head);
+    mark(timer, Op::Head);
     Ok(())
 }
 

@@ -398,6 +398,12 @@ pub fn table(level: Level) -> Option<&'static Kernels> {
     if !is_available(level) {
         return None;
     }
+    compiled(level)
+}
+
+/// The table of `level` if this build has it, without asking the CPU (`cpuid` is slow, and
+/// very slow in a VM: it must stay out of the per-kernel path).
+fn compiled(level: Level) -> Option<&'static Kernels> {
     match level {
         Level::Scalar => Some(&SCALAR),
         #[cfg(target_arch = "x86_64")]
@@ -458,7 +464,7 @@ fn resolve() -> Level {
 }
 
 /// The active kernel table: resolved on first call (`VIMVQ_KERNELS` if set and supported, else
-/// [`detect`]), then one atomic load per call.
+/// [`detect`]), then one atomic load per call (the stored level was checked when stored).
 #[inline]
 pub fn kernels() -> &'static Kernels {
     let mut c = ACTIVE.load(Ordering::Relaxed);
@@ -466,7 +472,7 @@ pub fn kernels() -> &'static Kernels {
         c = resolve().code();
         ACTIVE.store(c, Ordering::Relaxed);
     }
-    table(Level::from_code(c)).unwrap_or(&SCALAR)
+    compiled(Level::from_code(c)).unwrap_or(&SCALAR)
 }
 
 /// The active level (see [`kernels`]).
@@ -563,4 +569,18 @@ pub fn selective_scan_f32(
     h: &mut [f32],
 ) {
     (kernels().scan_f32)(w, x, plan, acc, h)
+}
+
+/// [`crate::scan::selective_scan_channels_f32`] through the active table.
+#[inline]
+pub fn selective_scan_channels_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    acc_col0: usize,
+    h: &mut [f32],
+    ch: Range<usize>,
+) {
+    (kernels().scan_channels_f32)(w, x, plan, acc, acc_col0, h, ch)
 }

@@ -182,33 +182,16 @@ pub(crate) unsafe fn silu_v<S: Simd>(x: S::V) -> S::V {
     }
 }
 
-/// Element-wise ops of [`map_inplace`].
-const OP_SILU: u8 = 0;
-const OP_SOFTPLUS: u8 = 1;
-
+/// SiLU over a slice; the tail goes through a zero-padded vector.
 #[inline(always)]
-unsafe fn apply<S: Simd, const OP: u8>(v: S::V) -> S::V {
-    // SAFETY: the caller guarantees the ISA.
-    unsafe {
-        if OP == OP_SILU {
-            silu_v::<S>(v)
-        } else {
-            softplus_v::<S>(v)
-        }
-    }
-}
-
-/// Applies an element-wise op to a slice; the tail goes through a zero-padded vector. (A const
-/// op, not a closure: closures are not compiled with the caller's `#[target_feature]`s.)
-#[inline(always)]
-unsafe fn map_inplace<S: Simd, const OP: u8>(xs: &mut [f32]) {
+pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
     let l = S::LANES;
     let n = xs.len() / l * l;
     let p = xs.as_mut_ptr();
     let mut i = 0;
     while i < n {
         // SAFETY: i + LANES ≤ n ≤ xs.len().
-        unsafe { S::store(p.add(i), apply::<S, OP>(S::load(p.add(i)))) };
+        unsafe { S::store(p.add(i), silu_v::<S>(S::load(p.add(i)))) };
         i += l;
     }
     if n < xs.len() {
@@ -216,24 +199,9 @@ unsafe fn map_inplace<S: Simd, const OP: u8>(xs: &mut [f32]) {
         let rest = xs.len() - n;
         tmp[..rest].copy_from_slice(&xs[n..]);
         // SAFETY: tmp holds 16 ≥ LANES values.
-        unsafe { S::store(tmp.as_mut_ptr(), apply::<S, OP>(S::load(tmp.as_ptr()))) };
+        unsafe { S::store(tmp.as_mut_ptr(), silu_v::<S>(S::load(tmp.as_ptr()))) };
         xs[n..].copy_from_slice(&tmp[..rest]);
     }
-}
-
-#[inline(always)]
-pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
-    // SAFETY: the caller guarantees the ISA.
-    unsafe { map_inplace::<S, OP_SILU>(xs) }
-}
-
-/// Scalar-vector `exp` of one value through the vector code (for tails).
-#[inline(always)]
-unsafe fn exp1<S: Simd>(x: f32) -> f32 {
-    let mut t = [x; 16];
-    // SAFETY: t holds 16 ≥ LANES values; the caller guarantees the ISA.
-    unsafe { S::store(t.as_mut_ptr(), exp_v::<S>(S::load(t.as_ptr()))) };
-    t[0]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,12 +708,66 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
     }
 }
 
-/// Channels per softplus block of the scan.
-const SCAN_BLOCK: usize = 64;
+/// Largest `N` the vector scan keeps on the stack; larger states use the oracle.
+const SCAN_MAX_N: usize = 64;
+
+/// `exp(x)` for `x ≤ 0` ([`exp_v`] without the overflow split; same values): the scan's
+/// `exp(δ·A)` has `δ > 0`, `A < 0`.
+#[inline(always)]
+unsafe fn exp_nonpos_v<S: Simd>(x: S::V) -> S::V {
+    // SAFETY (whole fn): arithmetic primitives only.
+    unsafe {
+        let x = S::min(S::max(x, S::splat(EXP_LO)), S::zero());
+        let fx = S::round(S::mul(x, S::splat(core::f32::consts::LOG2_E)));
+        let r = S::fma(fx, S::splat(-0.693_359_4), x);
+        let r = S::fma(fx, S::splat(2.121_944_4e-4), r);
+        let mut p = S::splat(1.987_569_1e-4);
+        p = S::fma(p, r, S::splat(1.398_199_9e-3));
+        p = S::fma(p, r, S::splat(8.333_452e-3));
+        p = S::fma(p, r, S::splat(4.166_579_6e-2));
+        p = S::fma(p, r, S::splat(1.666_666_5e-1));
+        p = S::fma(p, r, S::splat(0.5));
+        let r2 = S::mul(r, r);
+        let y = S::add(S::fma(p, r2, r), S::splat(1.0));
+        // fx ∈ [−126, 0]: one power of two.
+        S::mul(y, S::pow2i(fx))
+    }
+}
+
+/// The first `src.len() ≤ LANES` values of a vector, zero-padded.
+#[inline(always)]
+unsafe fn load_part<S: Simd>(src: &[f32]) -> S::V {
+    if src.len() == S::LANES {
+        // SAFETY: LANES values are readable.
+        return unsafe { S::load(src.as_ptr()) };
+    }
+    let mut t = [0f32; 16];
+    t[..src.len()].copy_from_slice(src);
+    // SAFETY: t holds 16 ≥ LANES values.
+    unsafe { S::load(t.as_ptr()) }
+}
+
+/// Stores the first `dst.len() ≤ LANES` lanes of `v`.
+#[inline(always)]
+unsafe fn store_part<S: Simd>(v: S::V, dst: &mut [f32]) {
+    if dst.len() == S::LANES {
+        // SAFETY: LANES values are writable.
+        return unsafe { S::store(dst.as_mut_ptr(), v) };
+    }
+    let mut t = [0f32; 16];
+    // SAFETY: t holds 16 ≥ LANES values.
+    unsafe { S::store(t.as_mut_ptr(), v) };
+    let m = dst.len();
+    dst.copy_from_slice(&t[..m]);
+}
 
 /// Selective scan of one direction over channels `ch` (same contract as
 /// [`crate::scan::selective_scan_f32`]); `h` is the state of those channels, `ch.len() · N`.
 /// Outputs go to `acc[t][ch.start − acc_col0 ..]`.
+///
+/// Vectorised over channels: a block of `LANES` channels runs the whole sequence with its state
+/// `h[n][lane]` and `Aᵀ` on the stack, `B_t[n]`/`C_t[n]` broadcast, so `y = Σ_n h·C` needs no
+/// horizontal sum and the `N` exponentials of a step are independent.
 #[inline(always)]
 pub(crate) unsafe fn scan_channels<S: Simd>(
     w: &ScanWeights<'_>,
@@ -757,79 +779,71 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
     ch: Range<usize>,
 ) {
     let n = w.d_state;
-    let nc = ch.len();
-    assert!(h.len() >= nc * n && ch.end <= x.u.cols());
+    assert!(h.len() >= ch.len() * n && ch.end <= x.u.cols());
     assert!(ch.start >= acc_col0 && ch.end - acc_col0 <= acc.cols());
-    let h = &mut h[..nc * n];
-    h.fill(0.0);
+    assert!(w.a.len() >= ch.end * n && w.d_skip.len() >= ch.end && w.dt_bias.len() >= ch.end);
+    if n > SCAN_MAX_N {
+        return crate::scan::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch);
+    }
     let lanes = S::LANES;
-    let nv = n / lanes * lanes;
-    // A plain loop, not a closure: closures are not compiled with the caller's target features.
+    let mut at = [0f32; 16 * SCAN_MAX_N];
+    let mut hs = [0f32; 16 * SCAN_MAX_N];
     let nsteps = plan.steps.len();
-    for si in 0..nsteps {
-        let t = match plan.dir {
-            Direction::Forward => plan.steps.start + si,
-            Direction::Backward => plan.steps.end - 1 - si,
-        };
-        let xd = x.x_dbl.row(t);
-        let b = &xd[w.dt_rank..w.dt_rank + n];
-        let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
-        let (u, delta, gate) = (x.u.row(t), x.delta.row(t), x.gate.row(t));
-        let emit = plan.emit.contains(&t);
-        let out = acc.row_mut(t);
-        let mut cb0 = ch.start;
-        while cb0 < ch.end {
-            let cb1 = (cb0 + SCAN_BLOCK).min(ch.end);
-            let mut dt = [0f32; SCAN_BLOCK];
-            let m = cb1 - cb0;
-            for ((d, x), b) in dt[..m]
-                .iter_mut()
-                .zip(&delta[cb0..cb1])
-                .zip(&w.dt_bias[cb0..cb1])
-            {
-                *d = x + b;
+    let mut e0 = ch.start;
+    while e0 < ch.end {
+        let m = lanes.min(ch.end - e0);
+        let cols = e0..e0 + m;
+        let out_cols = e0 - acc_col0..e0 - acc_col0 + m;
+        for i in 0..n {
+            for j in 0..lanes {
+                at[i * lanes + j] = if j < m { w.a[(e0 + j) * n + i] } else { 0.0 };
             }
-            // SAFETY: dt has SCAN_BLOCK (a multiple of 16) values; the ISA is guaranteed.
-            unsafe { map_inplace::<S, OP_SOFTPLUS>(&mut dt[..m.div_ceil(lanes) * lanes]) };
-            for (j, &dtv) in dt[..m].iter().enumerate() {
-                let e = cb0 + j;
-                let uu = u[e];
-                let du = dtv * uu;
-                let hs = &mut h[(e - ch.start) * n..(e - ch.start + 1) * n];
-                let ar = &w.a[e * n..(e + 1) * n];
-                // SAFETY: i + LANES ≤ nv ≤ n for every vector access of hs, ar, b, c.
-                let mut y = unsafe {
-                    let (dtv_v, du_v) = (S::splat(dtv), S::splat(du));
-                    let mut yv = S::zero();
-                    let mut i = 0;
-                    while i < nv {
-                        let da = exp_v::<S>(S::mul(dtv_v, S::load(ar.as_ptr().add(i))));
-                        let bu = S::mul(du_v, S::load(b.as_ptr().add(i)));
-                        let hn = S::fma(da, S::load(hs.as_ptr().add(i)), bu);
-                        S::store(hs.as_mut_ptr().add(i), hn);
-                        yv = S::fma(hn, S::load(c.as_ptr().add(i)), yv);
-                        i += lanes;
-                    }
-                    S::hsum(yv)
-                };
-                for i in nv..n {
-                    // SAFETY: the ISA is guaranteed.
-                    let hn = unsafe { exp1::<S>(dtv * ar[i]) } * hs[i] + du * b[i];
-                    hs[i] = hn;
-                    y += hn * c[i];
-                }
-                if emit {
-                    let o = (y + w.d_skip[e] * uu) * gate[e];
-                    let oc = &mut out[e - acc_col0];
-                    if plan.accumulate {
-                        *oc += o;
-                    } else {
-                        *oc = o;
-                    }
-                }
-            }
-            cb0 = cb1;
         }
+        hs[..n * lanes].fill(0.0);
+        // SAFETY (block): every vector access of `at`/`hs` is at i·LANES + LANES ≤ n·LANES ≤
+        // 16·SCAN_MAX_N; the ISA is guaranteed by the caller.
+        unsafe {
+            let bias = load_part::<S>(&w.dt_bias[cols.clone()]);
+            let dskip = load_part::<S>(&w.d_skip[cols.clone()]);
+            // A plain loop, not a closure: closures are not compiled with the caller's features.
+            for si in 0..nsteps {
+                let t = match plan.dir {
+                    Direction::Forward => plan.steps.start + si,
+                    Direction::Backward => plan.steps.end - 1 - si,
+                };
+                let xd = x.x_dbl.row(t);
+                let b = &xd[w.dt_rank..w.dt_rank + n];
+                let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
+                let dt =
+                    softplus_v::<S>(S::add(load_part::<S>(&x.delta.row(t)[cols.clone()]), bias));
+                let uv = load_part::<S>(&x.u.row(t)[cols.clone()]);
+                let du = S::mul(dt, uv);
+                if plan.emit.contains(&t) {
+                    let mut y = S::zero();
+                    for i in 0..n {
+                        let da = exp_nonpos_v::<S>(S::mul(dt, S::load(at.as_ptr().add(i * lanes))));
+                        let hp = hs.as_mut_ptr().add(i * lanes);
+                        let hn = S::fma(da, S::load(hp), S::mul(du, S::splat(b[i])));
+                        S::store(hp, hn);
+                        y = S::fma(hn, S::splat(c[i]), y);
+                    }
+                    let g = load_part::<S>(&x.gate.row(t)[cols.clone()]);
+                    let mut o = S::mul(S::fma(dskip, uv, y), g);
+                    let out = &mut acc.row_mut(t)[out_cols.clone()];
+                    if plan.accumulate {
+                        o = S::add(load_part::<S>(out), o);
+                    }
+                    store_part::<S>(o, out);
+                } else {
+                    for i in 0..n {
+                        let da = exp_nonpos_v::<S>(S::mul(dt, S::load(at.as_ptr().add(i * lanes))));
+                        let hp = hs.as_mut_ptr().add(i * lanes);
+                        S::store(hp, S::fma(da, S::load(hp), S::mul(du, S::splat(b[i]))));
+                    }
+                }
+            }
+        }
+        e0 += m;
     }
 }
 

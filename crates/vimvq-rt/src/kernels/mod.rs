@@ -20,6 +20,10 @@ pub mod neon;
 
 pub use dispatch::{kernels, Kernels, Level};
 
+use core::marker::PhantomData;
+use core::ops::Range;
+use core::ptr::NonNull;
+
 /// Scan / convolution direction of a bidirectional Mamba mixer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -77,13 +81,22 @@ impl<'a> MatRef<'a> {
 }
 
 /// Mutable strided view of a row-major f32 matrix; see [`MatRef`].
+///
+/// A unique borrow of its `rows × cols` elements only (not of the gaps between rows), so
+/// [`MatMut::split_cols`] can hand two threads interleaved column blocks of the same rows.
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    data: &'a mut [f32],
+    ptr: NonNull<f32>,
     rows: usize,
     cols: usize,
     stride: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
 }
+
+// SAFETY: a `MatMut` is a unique borrow of its elements, like `&mut [f32]` (which is Send + Sync).
+unsafe impl Send for MatMut<'_> {}
+// SAFETY: as above; `&MatMut` only reads.
+unsafe impl Sync for MatMut<'_> {}
 
 impl<'a> MatMut<'a> {
     /// Views `data` as `rows × cols` with row stride `stride`.
@@ -98,10 +111,31 @@ impl<'a> MatMut<'a> {
             data.len()
         );
         MatMut {
-            data,
+            ptr: NonNull::from(data).cast(),
             rows,
             cols,
             stride,
+            _borrow: PhantomData,
+        }
+    }
+    /// Views `rows × cols` values with row stride `stride` starting at `ptr`.
+    ///
+    /// # Safety
+    /// For the lifetime `'a`, the elements `ptr[i·stride + j]` (`i < rows`, `j < cols`) must be
+    /// valid for reads and writes and accessed through this view only.
+    #[cfg(feature = "std")]
+    pub(crate) unsafe fn from_raw(
+        ptr: NonNull<f32>,
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> Self {
+        MatMut {
+            ptr,
+            rows,
+            cols,
+            stride,
+            _borrow: PhantomData,
         }
     }
     /// Rows.
@@ -119,7 +153,12 @@ impl<'a> MatMut<'a> {
     #[inline]
     pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
         assert!(i < self.rows);
-        &mut self.data[i * self.stride..i * self.stride + self.cols]
+        // SAFETY: row `i`'s `cols` elements lie inside the slice given to `new` (checked there,
+        // and kept by the splits) and belong to this view alone; `&mut self` makes the
+        // returned borrow unique.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(i * self.stride), self.cols)
+        }
     }
     /// Row `i`, read-only.
     ///
@@ -128,7 +167,64 @@ impl<'a> MatMut<'a> {
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {
         assert!(i < self.rows);
-        &self.data[i * self.stride..i * self.stride + self.cols]
+        // SAFETY: as in `row_mut`; `&self` forbids a concurrent `row_mut`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(i * self.stride), self.cols) }
+    }
+    /// Splits into columns `..at` and `at..` of every row: two views over disjoint elements.
+    ///
+    /// # Panics
+    /// If `at > cols`.
+    pub fn split_cols(self, at: usize) -> (MatMut<'a>, MatMut<'a>) {
+        assert!(
+            at <= self.cols,
+            "MatMut: split at column {at} of {}",
+            self.cols
+        );
+        let right = MatMut {
+            // SAFETY: `at ≤ cols`, so the pointer stays inside (or one past) row 0's elements.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(at)) },
+            rows: self.rows,
+            cols: self.cols - at,
+            stride: self.stride,
+            _borrow: PhantomData,
+        };
+        let left = MatMut { cols: at, ..self };
+        (left, right)
+    }
+    /// Splits into rows `..at` and `at..`.
+    ///
+    /// # Panics
+    /// If `at > rows`.
+    pub fn split_rows(self, at: usize) -> (MatMut<'a>, MatMut<'a>) {
+        assert!(
+            at <= self.rows,
+            "MatMut: split at row {at} of {}",
+            self.rows
+        );
+        let offset = if at == self.rows { 0 } else { at * self.stride };
+        let bottom = MatMut {
+            // SAFETY: for `at < rows`, row `at` starts inside the viewed span; otherwise the
+            // bottom view is empty and keeps the base pointer.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(offset)) },
+            rows: self.rows - at,
+            cols: self.cols,
+            stride: self.stride,
+            _borrow: PhantomData,
+        };
+        let top = MatMut { rows: at, ..self };
+        (top, bottom)
+    }
+    /// Columns `r` of rows `rows`: the middle piece of [`split_rows`](Self::split_rows) and
+    /// [`split_cols`](Self::split_cols).
+    ///
+    /// # Panics
+    /// If a range is reversed or out of bounds.
+    pub fn sub(self, rows: Range<usize>, cols: Range<usize>) -> MatMut<'a> {
+        assert!(rows.start <= rows.end && cols.start <= cols.end);
+        let (_, m) = self.split_rows(rows.start);
+        let (m, _) = m.split_rows(rows.end - rows.start);
+        let (_, m) = m.split_cols(cols.start);
+        m.split_cols(cols.end - cols.start).0
     }
 }
 
@@ -183,6 +279,31 @@ pub enum Weight<'a> {
     Dense(&'a [f32]),
     /// Vector-quantized.
     Vq(VqMatrix<'a>),
+}
+
+impl<'a> Weight<'a> {
+    /// Output features (rows) `rows` of a weight with `cols` input features: what a thread
+    /// computes when a GEMM is split by output columns.
+    ///
+    /// # Panics
+    /// If `rows` is out of bounds.
+    pub fn rows(&self, rows: Range<usize>, cols: usize) -> Weight<'a> {
+        match *self {
+            Weight::Dense(w) => Weight::Dense(&w[rows.start * cols..rows.end * cols]),
+            Weight::Vq(v) => {
+                let g = v.groups_per_row();
+                let indices = match v.indices {
+                    Indices::U8(i) => Indices::U8(&i[rows.start * g..rows.end * g]),
+                    Indices::U16(i) => Indices::U16(&i[rows.start * g..rows.end * g]),
+                };
+                Weight::Vq(VqMatrix {
+                    rows: rows.len(),
+                    indices,
+                    ..v
+                })
+            }
+        }
+    }
 }
 
 /// Widens an IEEE binary16 value (raw bits) to f32, exactly (subnormals, ±inf and NaN included).
