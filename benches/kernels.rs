@@ -7,6 +7,7 @@
 //! * `gemv_L1/<shape>`: our dense GEMV, our LUT VQ GEMV at 3/2/1 bit, tract f32 mat-vec, and a
 //!   memcpy of the f32 weight bytes (the bandwidth yardstick).
 //! * `scan`: Vim-Ti layer scan (L=197, E=384, N=16), scalar vs SIMD.
+//! * `conv1d_silu`: Vim-Ti layer conv1d + SiLU (L=197, E=384, K=4), scalar vs SIMD.
 //!
 //! `cargo bench --bench kernels` (≈ 2 min); `VIMVQ_KERNELS` is ignored here (levels are explicit).
 use std::hint::black_box;
@@ -217,6 +218,31 @@ fn bench_scan(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_conv(c: &mut Criterion) {
+    let (l, e, k) = (197usize, 384usize, 4usize);
+    let mut rng = Rng(4);
+    let (xz, w, bias) = (rng.v(l * 2 * e), rng.v(e * k), rng.v(e));
+    let mut out = vec![0f32; l * e];
+    let mut g = c.benchmark_group("conv1d_silu/Ti_L197_E384_K4");
+    g.throughput(Throughput::Elements((l * e * k) as u64));
+    for lv in [Level::Scalar, kernels().level] {
+        let kern = table(lv).unwrap();
+        g.bench_with_input(BenchmarkId::from_parameter(lv.name()), &lv, |b, _| {
+            b.iter(|| {
+                (kern.conv1d_silu_f32)(
+                    Direction::Forward,
+                    MatRef::new(&xz, l, e, 2 * e),
+                    &w,
+                    &bias,
+                    0..l,
+                    &mut MatMut::new(&mut out, l, e, e),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -224,5 +250,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_millis(1200))
 }
 
-criterion_group! { name = benches; config = config(); targets = bench_gemm, bench_gemv, bench_scan }
+criterion_group! { name = benches; config = config(); targets = bench_gemm, bench_gemv, bench_scan, bench_conv }
 criterion_main!(benches);

@@ -226,32 +226,63 @@ fn pack_dense(w: &[f32], k: usize, r0: usize, nr: usize, panel: &mut [f32]) {
 /// Decodes rows `r0 .. r0 + nr` of a VQ matrix into the packed panel layout.
 #[inline(always)]
 fn pack_vq(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
-    let (k, d) = (w.cols, w.d);
-    let g = w.groups_per_row();
+    let k = w.cols;
     let panel = &mut panel[..k * NR];
     if nr < NR {
         panel.fill(0.0);
     }
-    for j in 0..nr {
-        let base = (r0 + j) * g;
-        for gi in 0..g {
-            let idx = match w.indices {
-                Indices::U8(ix) => ix[base + gi] as usize,
-                Indices::U16(ix) => ix[base + gi] as usize,
-            };
-            assert!(idx < w.k, "VQ index out of range");
-            let c0 = gi * d;
-            let len = d.min(k - c0);
-            match w.codebook {
-                Codebook::F32(cb) => {
-                    for (i, v) in cb[idx * d..idx * d + len].iter().enumerate() {
-                        panel[(c0 + i) * NR + j] = *v;
-                    }
+    // One monomorphised loop per (index width, codebook type, common d): no per-element
+    // `match`, and the codeword copy is unrolled for d = 1, 2, 4, 8.
+    macro_rules! by_d {
+        ($ix:expr, $cb:expr, $conv:expr) => {
+            match w.d {
+                1 => decode_panel::<_, _, 1>($ix, $cb, $conv, w, r0, nr, panel),
+                2 => decode_panel::<_, _, 2>($ix, $cb, $conv, w, r0, nr, panel),
+                4 => decode_panel::<_, _, 4>($ix, $cb, $conv, w, r0, nr, panel),
+                8 => decode_panel::<_, _, 8>($ix, $cb, $conv, w, r0, nr, panel),
+                _ => decode_panel::<_, _, 0>($ix, $cb, $conv, w, r0, nr, panel),
+            }
+        };
+    }
+    match (w.indices, w.codebook) {
+        (Indices::U8(ix), Codebook::F32(cb)) => by_d!(ix, cb, |v: f32| v),
+        (Indices::U16(ix), Codebook::F32(cb)) => by_d!(ix, cb, |v: f32| v),
+        (Indices::U8(ix), Codebook::F16(cb)) => by_d!(ix, cb, f16_to_f32),
+        (Indices::U16(ix), Codebook::F16(cb)) => by_d!(ix, cb, f16_to_f32),
+    }
+}
+
+/// [`pack_vq`] for one index/codebook type; `D` is the codeword length (0: read `w.d`).
+/// Group-major: for each group the `nr` rows' codewords land in `d` contiguous panel lines.
+/// Out-of-range indices panic on the codebook slice (the format reader rejects them first).
+#[inline(always)]
+fn decode_panel<I: Copy + Into<usize>, C: Copy, const D: usize>(
+    ix: &[I],
+    cb: &[C],
+    conv: impl Fn(C) -> f32,
+    w: &VqMatrix<'_>,
+    r0: usize,
+    nr: usize,
+    panel: &mut [f32],
+) {
+    let k = w.cols;
+    let d = if D == 0 { w.d } else { D };
+    let g = w.groups_per_row();
+    let rows = &ix[r0 * g..(r0 + nr) * g];
+    for gi in 0..g {
+        let c0 = gi * d;
+        let len = d.min(k - c0);
+        let dst = &mut panel[c0 * NR..(c0 + len) * NR];
+        for j in 0..nr {
+            let idx: usize = rows[j * g + gi].into();
+            let cw = &cb[idx * d..idx * d + d];
+            if len == d {
+                for (i, v) in cw.iter().enumerate() {
+                    dst[i * NR + j] = conv(*v);
                 }
-                Codebook::F16(cb) => {
-                    for (i, h) in cb[idx * d..idx * d + len].iter().enumerate() {
-                        panel[(c0 + i) * NR + j] = f16_to_f32(*h);
-                    }
+            } else {
+                for (i, v) in cw[..len].iter().enumerate() {
+                    dst[i * NR + j] = conv(*v);
                 }
             }
         }
@@ -658,34 +689,57 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
     }
     let l = x.rows();
     let lanes = S::LANES;
-    let mut e0 = 0;
-    // SAFETY (whole block): per channel block [e0, e0+LANES) with e0 + LANES ≤ e, loads and
-    // stores stay inside rows of `e` values; wt is a 8×16 stack array.
-    unsafe {
-        while e0 + lanes <= e {
-            let mut wt = [[0f32; 16]; 8];
-            for (k, wk) in wt.iter_mut().enumerate().take(kk) {
-                for j in 0..lanes {
-                    wk[j] = w[(e0 + j) * kk + k];
-                }
+    // Channels per chunk: the chunk's transposed taps stay on the stack while every token row is
+    // streamed once (row-major access; a block-at-a-time walk down the rows was 4× slower).
+    const CHUNK: usize = 128;
+    let full = e / lanes * lanes;
+    let mut c0 = 0;
+    while c0 < full {
+        let c1 = (c0 + CHUNK).min(full);
+        // wt[k][j] = tap k of channel c0 + j.
+        let mut wt = [[0f32; CHUNK]; 8];
+        for (k, wk) in wt.iter_mut().enumerate().take(kk) {
+            for (j, v) in wk[..c1 - c0].iter_mut().enumerate() {
+                *v = w[(c0 + j) * kk + k];
             }
-            let b = S::load(bias.as_ptr().add(e0));
-            for t in steps.clone() {
-                let mut o = b;
-                for (k, wk) in wt.iter().enumerate().take(kk) {
-                    let src = match dir {
-                        Direction::Forward => (t + k).checked_sub(kk - 1),
-                        Direction::Backward => Some(t + (kk - 1 - k)).filter(|s| *s < l),
-                    };
-                    let Some(src) = src else { continue };
-                    let xv = S::load(x.row(src).as_ptr().add(e0));
-                    o = S::add(o, S::mul(S::load(wk.as_ptr()), xv));
-                }
-                S::store(out.row_mut(t).as_mut_ptr().add(e0), silu_v::<S>(o));
-            }
-            e0 += lanes;
         }
+        for t in steps.clone() {
+            // Taps in range for this token (zero padding outside the sequence).
+            let mut src = [0usize; 8];
+            let mut tap = [0usize; 8];
+            let mut nt = 0;
+            for k in 0..kk {
+                let s = match dir {
+                    Direction::Forward => (t + k).checked_sub(kk - 1),
+                    Direction::Backward => Some(t + (kk - 1 - k)).filter(|s| *s < l),
+                };
+                if let Some(s) = s {
+                    src[nt] = s;
+                    tap[nt] = k;
+                    nt += 1;
+                }
+            }
+            let o = out.row_mut(t);
+            let mut e0 = c0;
+            // SAFETY (block): e0 + LANES ≤ c1 ≤ e, so loads of the rows of `x` (e values), of
+            // `bias` (e values), of `wt` (CHUNK values per tap, at e0 − c0 + LANES ≤ CHUNK) and
+            // the store into `o` (e values) stay in bounds; the caller guarantees the ISA.
+            unsafe {
+                while e0 < c1 {
+                    let mut acc = S::load(bias.as_ptr().add(e0));
+                    for i in 0..nt {
+                        let xv = S::load(x.row(src[i]).as_ptr().add(e0));
+                        let wv = S::load(wt[tap[i]].as_ptr().add(e0 - c0));
+                        acc = S::add(acc, S::mul(wv, xv));
+                    }
+                    S::store(o.as_mut_ptr().add(e0), silu_v::<S>(acc));
+                    e0 += lanes;
+                }
+            }
+        }
+        c0 = c1;
     }
+    let e0 = full;
     if e0 < e {
         // Channel tail: the oracle's loop on the remaining channels, then vector SiLU.
         for t in steps {
@@ -731,6 +785,46 @@ unsafe fn exp_nonpos_v<S: Simd>(x: S::V) -> S::V {
         let y = S::add(S::fma(p, r2, r), S::splat(1.0));
         // fx ∈ [−126, 0]: one power of two.
         S::mul(y, S::pow2i(fx))
+    }
+}
+
+/// [`exp_nonpos_v`] of four vectors, stage by stage: the four dependency chains interleave in
+/// the instruction stream, so the out-of-order window holds independent work (one chain at a
+/// time was latency-bound, about 3× slower).
+#[inline(always)]
+unsafe fn exp_nonpos_v4<S: Simd>(x: [S::V; 4]) -> [S::V; 4] {
+    // SAFETY (whole fn): arithmetic primitives only.
+    unsafe {
+        let mut x = x;
+        let mut fx = x;
+        for j in 0..4 {
+            x[j] = S::min(S::max(x[j], S::splat(EXP_LO)), S::zero());
+        }
+        for j in 0..4 {
+            fx[j] = S::round(S::mul(x[j], S::splat(core::f32::consts::LOG2_E)));
+        }
+        let mut r = x;
+        for j in 0..4 {
+            r[j] = S::fma(fx[j], S::splat(-0.693_359_4), x[j]);
+        }
+        for j in 0..4 {
+            r[j] = S::fma(fx[j], S::splat(2.121_944_4e-4), r[j]);
+        }
+        let mut p = [S::splat(1.987_569_1e-4); 4];
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            for j in 0..4 {
+                p[j] = S::fma(p[j], r[j], S::splat(c));
+            }
+        }
+        let mut y = p;
+        for j in 0..4 {
+            let r2 = S::mul(r[j], r[j]);
+            y[j] = S::add(S::fma(p[j], r2, r[j]), S::splat(1.0));
+        }
+        for j in 0..4 {
+            y[j] = S::mul(y[j], S::pow2i(fx[j]));
+        }
+        y
     }
 }
 
@@ -786,8 +880,9 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
         return crate::scan::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch);
     }
     let lanes = S::LANES;
-    let mut at = [0f32; 16 * SCAN_MAX_N];
-    let mut hs = [0f32; 16 * SCAN_MAX_N];
+    // Per state index i: Aᵀ's lanes at st[2i·LANES], h's at st[(2i+1)·LANES]. Interleaved, not
+    // two arrays: two 4 KiB arrays put A-loads and h-stores 4096 bytes apart (4K aliasing).
+    let mut st = [0f32; 2 * 16 * SCAN_MAX_N];
     let nsteps = plan.steps.len();
     let mut e0 = ch.start;
     while e0 < ch.end {
@@ -796,15 +891,16 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
         let out_cols = e0 - acc_col0..e0 - acc_col0 + m;
         for i in 0..n {
             for j in 0..lanes {
-                at[i * lanes + j] = if j < m { w.a[(e0 + j) * n + i] } else { 0.0 };
+                st[2 * i * lanes + j] = if j < m { w.a[(e0 + j) * n + i] } else { 0.0 };
+                st[(2 * i + 1) * lanes + j] = 0.0;
             }
         }
-        hs[..n * lanes].fill(0.0);
-        // SAFETY (block): every vector access of `at`/`hs` is at i·LANES + LANES ≤ n·LANES ≤
-        // 16·SCAN_MAX_N; the ISA is guaranteed by the caller.
+        // SAFETY (block): every vector access of `st` is at (2i+1)·LANES + LANES ≤ 2·n·LANES ≤
+        // 2·16·SCAN_MAX_N; the ISA is guaranteed by the caller.
         unsafe {
             let bias = load_part::<S>(&w.dt_bias[cols.clone()]);
             let dskip = load_part::<S>(&w.d_skip[cols.clone()]);
+            let sp = st.as_mut_ptr();
             // A plain loop, not a closure: closures are not compiled with the caller's features.
             for si in 0..nsteps {
                 let t = match plan.dir {
@@ -818,15 +914,35 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                     softplus_v::<S>(S::add(load_part::<S>(&x.delta.row(t)[cols.clone()]), bias));
                 let uv = load_part::<S>(&x.u.row(t)[cols.clone()]);
                 let du = S::mul(dt, uv);
-                if plan.emit.contains(&t) {
-                    let mut y = S::zero();
-                    for i in 0..n {
-                        let da = exp_nonpos_v::<S>(S::mul(dt, S::load(at.as_ptr().add(i * lanes))));
-                        let hp = hs.as_mut_ptr().add(i * lanes);
-                        let hn = S::fma(da, S::load(hp), S::mul(du, S::splat(b[i])));
-                        S::store(hp, hn);
-                        y = S::fma(hn, S::splat(c[i]), y);
+                let emit = plan.emit.contains(&t);
+                let mut y = S::zero();
+                let n4 = n / 4 * 4;
+                let mut i = 0;
+                while i < n4 {
+                    let mut arg = [S::zero(); 4];
+                    for (j, a) in arg.iter_mut().enumerate() {
+                        *a = S::mul(dt, S::load(sp.add(2 * (i + j) * lanes)));
                     }
+                    let da = exp_nonpos_v4::<S>(arg);
+                    for (j, daj) in da.into_iter().enumerate() {
+                        let hp = sp.add((2 * (i + j) + 1) * lanes);
+                        let hn = S::fma(daj, S::load(hp), S::mul(du, S::splat(b[i + j])));
+                        S::store(hp, hn);
+                        if emit {
+                            y = S::fma(hn, S::splat(c[i + j]), y);
+                        }
+                    }
+                    i += 4;
+                }
+                for i in n4..n {
+                    let p = sp.add(2 * i * lanes);
+                    let da = exp_nonpos_v::<S>(S::mul(dt, S::load(p)));
+                    let hp = p.add(lanes);
+                    let hn = S::fma(da, S::load(hp), S::mul(du, S::splat(b[i])));
+                    S::store(hp, hn);
+                    y = S::fma(hn, S::splat(c[i]), y);
+                }
+                if emit {
                     let g = load_part::<S>(&x.gate.row(t)[cols.clone()]);
                     let mut o = S::mul(S::fma(dskip, uv, y), g);
                     let out = &mut acc.row_mut(t)[out_cols.clone()];
@@ -834,12 +950,6 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                         o = S::add(load_part::<S>(out), o);
                     }
                     store_part::<S>(o, out);
-                } else {
-                    for i in 0..n {
-                        let da = exp_nonpos_v::<S>(S::mul(dt, S::load(at.as_ptr().add(i * lanes))));
-                        let hp = hs.as_mut_ptr().add(i * lanes);
-                        S::store(hp, S::fma(da, S::load(hp), S::mul(du, S::splat(b[i]))));
-                    }
                 }
             }
         }
