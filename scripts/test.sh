@@ -40,7 +40,7 @@ step "C API example under valgrind"
 bash scripts/capi.sh
 
 step "aarch64 runtime tests under qemu"
-bash cross/test-aarch64.sh --lib --test simd_conformance --test kernels --test forward
+bash cross/test-aarch64.sh --lib --test simd_conformance --test kernels --test forward --test threaded
 
 step "aarch64 CLI under qemu"
 bash scripts/cross-cli.sh

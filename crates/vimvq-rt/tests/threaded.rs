@@ -12,6 +12,12 @@ use vimvq_rt::model::Model;
 /// runs hold this lock so that no level switch lands between the runs they compare.
 static LEVEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// `VIMVQ_TEST_QUICK=1` (set under qemu, where threads are emulated): fewer storages, thread
+/// counts and no Vim-Ti-width model; every code path is still run.
+fn quick() -> bool {
+    std::env::var_os("VIMVQ_TEST_QUICK").is_some()
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -51,7 +57,7 @@ fn threaded_logits_equal_one_thread_bit_for_bit() {
                 let mut scratch = vec![0u8; model.scratch_bytes()];
                 infer_with(&model, &img, &mut reference, &mut scratch, &opts).unwrap();
                 assert_eq!(bits(&one), bits(&reference));
-                for threads in [2, 3, 5] {
+                for &threads in thread_counts {
                     let got = logits(&model, &img, &opts, threads);
                     assert_eq!(
                         bits(&got),
