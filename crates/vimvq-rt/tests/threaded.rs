@@ -37,14 +37,22 @@ fn threaded_logits_equal_one_thread_bit_for_bit() {
     let mut configs = test_configs();
     // Fashion-MNIST shapes and a Vim-Ti-width model (E = 384: uneven 16-column pieces).
     configs.push(vim_config(128, 4, 4, 4, 28, 1, 10));
-    configs.push(vim_config(192, 2, 16, 16, 64, 3, 17));
-    for (i, c) in configs.iter().enumerate() {
-        for storage in [
+    if !quick() {
+        configs.push(vim_config(192, 2, 16, 16, 64, 3, 17));
+    }
+    let storages: &[Storage] = if quick() {
+        &[Storage::Mixed, Storage::Vq(5, 1)]
+    } else {
+        &[
             Storage::Dense,
             Storage::Mixed,
             Storage::Vq(256, 4),
             Storage::Vq(5, 1),
-        ] {
+        ]
+    };
+    let thread_counts: &[usize] = if quick() { &[2, 3] } else { &[2, 3, 5] };
+    for (i, c) in configs.iter().enumerate() {
+        for &storage in storages {
             let bytes = pack(&random_model(c, 300 + i as u64, storage));
             let model = Model::parse(&bytes).unwrap();
             let img = random_image(c, 4);

@@ -99,6 +99,18 @@ pub(crate) fn gather_sum_scalar<I: Copy + Into<u32>>(lut: &[f32], idx: &[I], k: 
 
 const EXP_HI: f32 = 88.376_26;
 const EXP_LO: f32 = -87.336_54;
+/// Cody-Waite split of ln 2: `x − fx·ln2 = (x + fx·EXP_C1) + fx·EXP_C2`.
+const EXP_C1: f32 = -0.693_359_4;
+const EXP_C2: f32 = 2.121_944_4e-4;
+/// Polynomial for `(exp(r) − 1 − r) / r²` on `|r| ≤ ln2/2`, highest degree first.
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 /// Vector `exp`; see the module doc for the contract.
 #[inline(always)]
@@ -108,16 +120,12 @@ pub(crate) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
         let x = S::min(S::max(x, S::splat(EXP_LO)), S::splat(EXP_HI));
         let fx = S::round(S::mul(x, S::splat(core::f32::consts::LOG2_E)));
         // Cody-Waite: x − fx·ln2 in two parts.
-        let r = S::fma(fx, S::splat(-0.693_359_4), x);
-        let r = S::fma(fx, S::splat(2.121_944_4e-4), r);
-        let mut p = S::splat(1.987_569_1e-4);
-        p = S::fma(p, r, S::splat(1.398_199_9e-3));
-        p = S::fma(p, r, S::splat(8.333_452e-3));
-        p = S::fma(p, r, S::splat(4.166_579_6e-2));
-        p = S::fma(p, r, S::splat(1.666_666_5e-1));
-        p = S::fma(p, r, S::splat(0.5));
-        let r2 = S::mul(r, r);
-        let y = S::add(S::fma(p, r2, r), S::splat(1.0));
+        let r = S::fma(fx, S::splat(EXP_C2), S::fma(fx, S::splat(EXP_C1), x));
+        let mut p = S::splat(EXP_P[0]);
+        for c in &EXP_P[1..] {
+            p = S::fma(p, r, S::splat(*c));
+        }
+        let y = S::add(S::fma(p, S::mul(r, r), r), S::splat(1.0));
         // fx ∈ [−126, 128) after the clamp; split 2^fx so that 2^128 never forms.
         let half = S::round(S::mul(fx, S::splat(0.5)));
         S::mul(S::mul(y, S::pow2i(half)), S::pow2i(S::sub(fx, half)))
@@ -765,62 +773,34 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
 /// Largest `N` the vector scan keeps on the stack; larger states use the oracle.
 const SCAN_MAX_N: usize = 64;
 
-/// `exp(x)` for `x ≤ 0` ([`exp_v`] without the overflow split; same values): the scan's
-/// `exp(δ·A)` has `δ > 0`, `A < 0`.
-#[inline(always)]
-unsafe fn exp_nonpos_v<S: Simd>(x: S::V) -> S::V {
-    // SAFETY (whole fn): arithmetic primitives only.
-    unsafe {
-        let x = S::min(S::max(x, S::splat(EXP_LO)), S::zero());
-        let fx = S::round(S::mul(x, S::splat(core::f32::consts::LOG2_E)));
-        let r = S::fma(fx, S::splat(-0.693_359_4), x);
-        let r = S::fma(fx, S::splat(2.121_944_4e-4), r);
-        let mut p = S::splat(1.987_569_1e-4);
-        p = S::fma(p, r, S::splat(1.398_199_9e-3));
-        p = S::fma(p, r, S::splat(8.333_452e-3));
-        p = S::fma(p, r, S::splat(4.166_579_6e-2));
-        p = S::fma(p, r, S::splat(1.666_666_5e-1));
-        p = S::fma(p, r, S::splat(0.5));
-        let r2 = S::mul(r, r);
-        let y = S::add(S::fma(p, r2, r), S::splat(1.0));
-        // fx ∈ [−126, 0]: one power of two.
-        S::mul(y, S::pow2i(fx))
-    }
-}
-
-/// [`exp_nonpos_v`] of four vectors, stage by stage: the four dependency chains interleave in
-/// the instruction stream, so the out-of-order window holds independent work (one chain at a
-/// time was latency-bound, about 3× slower).
+/// `exp(x)` of four vectors with `x ≤ 0` (the scan's `exp(δ·A)`: `δ > 0`, `A < 0`): [`exp_v`]'s
+/// values without its overflow split, computed stage by stage so that the four dependency chains
+/// interleave in the instruction stream and the out-of-order window holds independent work (one
+/// chain at a time was latency-bound, about 3× slower).
 #[inline(always)]
 unsafe fn exp_nonpos_v4<S: Simd>(x: [S::V; 4]) -> [S::V; 4] {
     // SAFETY (whole fn): arithmetic primitives only.
     unsafe {
-        let mut x = x;
-        let mut fx = x;
-        for j in 0..4 {
-            x[j] = S::min(S::max(x[j], S::splat(EXP_LO)), S::zero());
-        }
-        for j in 0..4 {
-            fx[j] = S::round(S::mul(x[j], S::splat(core::f32::consts::LOG2_E)));
-        }
+        let x = x.map(|v| S::min(S::max(v, S::splat(EXP_LO)), S::zero()));
+        let fx = x.map(|v| S::round(S::mul(v, S::splat(core::f32::consts::LOG2_E))));
         let mut r = x;
         for j in 0..4 {
-            r[j] = S::fma(fx[j], S::splat(-0.693_359_4), x[j]);
+            r[j] = S::fma(fx[j], S::splat(EXP_C1), x[j]);
         }
         for j in 0..4 {
-            r[j] = S::fma(fx[j], S::splat(2.121_944_4e-4), r[j]);
+            r[j] = S::fma(fx[j], S::splat(EXP_C2), r[j]);
         }
-        let mut p = [S::splat(1.987_569_1e-4); 4];
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        let mut p = [S::splat(EXP_P[0]); 4];
+        for c in &EXP_P[1..] {
             for j in 0..4 {
-                p[j] = S::fma(p[j], r[j], S::splat(c));
+                p[j] = S::fma(p[j], r[j], S::splat(*c));
             }
         }
         let mut y = p;
         for j in 0..4 {
-            let r2 = S::mul(r[j], r[j]);
-            y[j] = S::add(S::fma(p[j], r2, r[j]), S::splat(1.0));
+            y[j] = S::add(S::fma(p[j], S::mul(r[j], r[j]), r[j]), S::splat(1.0));
         }
+        // fx ∈ [−126, 0]: one power of two.
         for j in 0..4 {
             y[j] = S::mul(y[j], S::pow2i(fx[j]));
         }
@@ -916,15 +896,16 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                 let du = S::mul(dt, uv);
                 let emit = plan.emit.contains(&t);
                 let mut y = S::zero();
-                let n4 = n / 4 * 4;
                 let mut i = 0;
-                while i < n4 {
+                while i < n {
+                    // States i .. i+cnt; unused slots compute exp(0) and are dropped.
+                    let cnt = (n - i).min(4);
                     let mut arg = [S::zero(); 4];
-                    for (j, a) in arg.iter_mut().enumerate() {
+                    for (j, a) in arg.iter_mut().enumerate().take(cnt) {
                         *a = S::mul(dt, S::load(sp.add(2 * (i + j) * lanes)));
                     }
                     let da = exp_nonpos_v4::<S>(arg);
-                    for (j, daj) in da.into_iter().enumerate() {
+                    for (j, daj) in da.into_iter().enumerate().take(cnt) {
                         let hp = sp.add((2 * (i + j) + 1) * lanes);
                         let hn = S::fma(daj, S::load(hp), S::mul(du, S::splat(b[i + j])));
                         S::store(hp, hn);
@@ -932,15 +913,7 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                             y = S::fma(hn, S::splat(c[i + j]), y);
                         }
                     }
-                    i += 4;
-                }
-                for i in n4..n {
-                    let p = sp.add(2 * i * lanes);
-                    let da = exp_nonpos_v::<S>(S::mul(dt, S::load(p)));
-                    let hp = p.add(lanes);
-                    let hn = S::fma(da, S::load(hp), S::mul(du, S::splat(b[i])));
-                    S::store(hp, hn);
-                    y = S::fma(hn, S::splat(c[i]), y);
+                    i += cnt;
                 }
                 if emit {
                     let g = load_part::<S>(&x.gate.row(t)[cols.clone()]);
