@@ -212,7 +212,7 @@ def main():
              "codebooks. *Mean block loss* is the relative MSE of each hard quantized block's output "
              "against the f32 block on the calibration images (input from the quantized prefix), "
              "averaged over the 4 blocks. *Calib. time* is the wall time of `vimvq pack` on 2 threads; "
-             "*peak RSS* is the process's VmHWM (including the 10,000-image evaluation). The machine was shared with other jobs (load 4–9 on 2 cores) while these ran, so the times below vary by up to 5× with the load; on the idle machine the default 2-bit ViM-VQ pack takes 29 s (see the notes). RTN is stored as dequantized f32 in the file, so its "
+             "*peak RSS* is the process's VmHWM (including the 10,000-image evaluation). During parts of this run the machine also ran builds and emulated tests, so times vary by up to 2×. RTN is stored as dequantized f32 in the file, so its "
              "file size is the f32 size.\n")
     for b in (3, 2, 1):
         L.append(f"### {b} bit{'s' if b > 1 else ''}\n")

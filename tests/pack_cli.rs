@@ -108,16 +108,16 @@ fn eval_json(model: &Path, data: &Path, reference: Option<&Path>, limit: u32) ->
 /// The CI regression test: 2 bits, 60 steps per block, 64 calibration images (the whole test
 /// takes ~40 s on 2 idle cores, ~2 minutes on a loaded machine).
 ///
-/// Floors. Measured when this test was written (every 5th test image, 2,000 in all): f32 top-1
-/// 88.85 %, this reduced budget 88.25 % top-1, 97.80 % top-1 agreement, mean KL 0.0054. The
+/// Floors. Measured with the session-2 model (every 5th test image, 2,000 in all): f32 top-1
+/// 90.15 %, this reduced budget 89.60 % top-1, 97.90 % top-1 agreement, mean KL 0.0058. The
 /// full-budget runs on all 10,000 test images are in docs/RESULTS.md: ViM-VQ 2-bit defaults
-/// 87.57 % (f32 87.85 %), agreement 97.7 %, KL 0.0037; uncalibrated k-means 86.08 %, agreement
-/// 94.4 %, KL 0.030.
-/// * top-1 ≥ 86 %: the binomial noise of an 88 % accuracy on 2,000 images is ±0.73 points (1σ);
-///   86 % is 3σ under the measured 88.25 %.
-/// * agreement ≥ 96 %: ±0.33 points (1σ) at 97.8 % on 2,000 images, so 96 % is > 5σ under the
-///   measurement and above uncalibrated k-means (94.4 %): losing the calibration fails it.
-/// * mean KL ≤ 0.012: 2.2× the measured 0.0054 and 2.5× below k-means' 0.030.
+/// 88.85 % (f32 89.25 %), agreement 97.6 %, KL 0.0060; uncalibrated k-means 86.90 %, agreement
+/// 93.7 %, KL 0.041.
+/// * top-1 ≥ 87.5 %: the binomial noise of a 89.6 % accuracy on 2,000 images is ±0.68 points
+///   (1σ); 87.5 % is 3σ under the measured 89.60 %.
+/// * agreement ≥ 96 %: ±0.32 points (1σ) at 97.9 % on 2,000 images, so 96 % is > 5σ under the
+///   measurement and above uncalibrated k-means (93.7 %): losing the calibration fails it.
+/// * mean KL ≤ 0.012: 2.1× the measured 0.0058 and 3.4× below k-means' 0.041.
 /// * the runtime on 200 images (±1 point, 1σ, at 98 %): agreement ≥ 94 %.
 #[test]
 fn pack_bundled_model_2bit_small_budget() {
@@ -268,7 +268,7 @@ fn pack_bundled_model_2bit_small_budget() {
 }
 
 /// See [`pack_bundled_model_2bit_small_budget`].
-const TOP1_FLOOR: f64 = 0.86;
+const TOP1_FLOOR: f64 = 0.875;
 /// See [`pack_bundled_model_2bit_small_budget`].
 const AGREEMENT_FLOOR: f64 = 0.96;
 /// See [`pack_bundled_model_2bit_small_budget`].
