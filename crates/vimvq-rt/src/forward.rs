@@ -53,6 +53,7 @@ const NBUF: usize = 11;
 const BUF_A: usize = 7;
 const BUF_H: usize = 8;
 const BUF_PANEL: usize = 9;
+const BUF_IM2COL: usize = 10;
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b {
@@ -117,9 +118,9 @@ impl VimConfig {
     }
 
     /// Bytes of scratch memory [`infer_threaded`] needs with `threads` workers:
-    /// [`scratch_bytes`](Self::scratch_bytes) plus, per extra worker, its own GEMM panel and
-    /// scan state (`4·(16·max(C·p², D, E, R) + 2·E·N)` bytes, rounded to 64-byte lines) and 63
-    /// bytes of alignment slack. Equals
+    /// [`scratch_bytes`](Self::scratch_bytes) plus, per extra worker, its own GEMM panel, scan
+    /// state and im2col chunk (`4·(16·max(C·p², D, E, R) + 2·E·N + 16·C·p²)` bytes, rounded to
+    /// 64-byte lines) and 63 bytes of alignment slack. Equals
     /// `scratch_bytes()` for `threads ≤ 1`; `usize::MAX` when it does not fit.
     pub const fn scratch_bytes_threaded(&self, threads: usize) -> usize {
         let base = self.scratch_bytes();
@@ -127,7 +128,8 @@ impl VimConfig {
             return base;
         }
         let lens = buffer_lens(self);
-        let worker = (lens[BUF_A] + lens[BUF_H] + lens[BUF_PANEL]).saturating_mul(4);
+        let worker =
+            (lens[BUF_A] + lens[BUF_H] + lens[BUF_PANEL] + lens[BUF_IM2COL]).saturating_mul(4);
         match worker.checked_mul(threads - 1) {
             Some(extra) => base.saturating_add(63).saturating_add(extra),
             None => usize::MAX,
@@ -508,24 +510,59 @@ fn head(
     Ok(())
 }
 
-/// Patch embedding (im2col GEMM in chunks), middle cls token, position embedding → `s.hidden`.
+/// Patch embedding of the whole image into `s.hidden`.
 fn patch_embed(
     model: &Model<'_>,
     c: &VimConfig,
     input: &[f32],
     s: &mut Scratch<'_>,
 ) -> Result<(), InferError> {
+    let (l, d) = (c.seq_len(), c.embed_dim);
+    let mut hidden = MatMut::new(s.hidden, l, d, d);
+    patch_embed_rows(
+        model,
+        c,
+        input,
+        0..c.num_patches(),
+        &mut hidden,
+        s.im2col,
+        s.panel,
+    )
+}
+
+/// Token rows that patches `patches` occupy, plus the cls row when the range reaches it: patches
+/// before the cls position keep their index, the others move up by one, and the range that
+/// starts at or contains the cls position owns its row. Consecutive patch ranges give
+/// consecutive row ranges, and `0..P` gives `0..L`.
+fn embed_rows(patches: Range<usize>, pos: usize) -> Range<usize> {
+    let row = |k: usize| k + usize::from(k > pos);
+    row(patches.start)..row(patches.end)
+}
+
+/// Patch embedding (im2col GEMM in chunks + bias), middle cls token and position embedding of
+/// the rows [`embed_rows`]`(patches)`; `hidden` views exactly those rows.
+fn patch_embed_rows(
+    model: &Model<'_>,
+    c: &VimConfig,
+    input: &[f32],
+    patches: Range<usize>,
+    hidden: &mut MatMut<'_>,
+    im2col: &mut [f32],
+    panel: &mut [f32],
+) -> Result<(), InferError> {
     let (d, g, p, stride, img) = (c.embed_dim, c.grid(), c.patch, c.stride, c.img_size);
-    let (np, pl, pos) = (c.num_patches(), c.patch_len(), c.cls_pos());
+    let (pl, pos) = (c.patch_len(), c.cls_pos());
     let w = weight(model, Role::PatchWeight, 0)?;
     let bias = dense(model, Role::PatchBias, 0)?;
-    let mut k0 = 0;
-    while k0 < np {
-        let k1 = (k0 + PATCH_CHUNK).min(np);
+    let rows = embed_rows(patches.clone(), pos);
+    let r0 = rows.start;
+    let mut k0 = patches.start;
+    while k0 < patches.end {
+        let k1 = (k0 + PATCH_CHUNK).min(patches.end);
         // Patch k is grid cell (k / g, k % g), flattened in (channel, row, col) order.
         for k in k0..k1 {
             let (gy, gx) = (k / g, k % g);
-            let dst = &mut s.im2col[(k - k0) * pl..(k - k0 + 1) * pl];
+            let dst = &mut im2col[(k - k0) * pl..(k - k0 + 1) * pl];
             for ch in 0..c.channels {
                 for py in 0..p {
                     let src = ch * img * img + (gy * stride + py) * img + gx * stride;
@@ -534,22 +571,30 @@ fn patch_embed(
                 }
             }
         }
-        // Patches before the cls position keep their index; the others move up by one.
         let pieces = [(k0, k1.min(pos), 0), (k0.max(pos), k1, 1)];
         for (a, b, shift) in pieces {
             if a >= b {
                 continue;
             }
-            let at = MatRef::new(&s.im2col[(a - k0) * pl..(b - k0) * pl], b - a, pl, pl);
-            let mut out = MatMut::new(&mut s.hidden[(a + shift) * d..(b + shift) * d], b - a, d, d);
-            linear_f32(at, &w, &mut out, s.panel);
+            let at = MatRef::new(&im2col[(a - k0) * pl..(b - k0) * pl], b - a, pl, pl);
+            let mut out = hidden.reborrow().sub(a + shift - r0..b + shift - r0, 0..d);
+            linear_f32(at, &w, &mut out, panel);
             add_bias_f32(&mut out, bias);
         }
         k0 = k1;
     }
-    s.hidden[pos * d..(pos + 1) * d].copy_from_slice(dense(model, Role::ClsToken, 0)?);
-    for (h, pe) in s.hidden.iter_mut().zip(dense(model, Role::PosEmbed, 0)?) {
-        *h += pe;
+    let (cls, pe) = (
+        dense(model, Role::ClsToken, 0)?,
+        dense(model, Role::PosEmbed, 0)?,
+    );
+    for t in rows {
+        let h = hidden.row_mut(t - r0);
+        if t == pos {
+            h.copy_from_slice(cls);
+        }
+        for (x, e) in h.iter_mut().zip(&pe[t * d..(t + 1) * d]) {
+            *x += e;
+        }
     }
     Ok(())
 }

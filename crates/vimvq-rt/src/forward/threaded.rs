@@ -4,6 +4,7 @@
 //!
 //! | step | split |
 //! |---|---|
+//! | patch embedding | patches (token rows) |
 //! | add + RMSNorm | token rows |
 //! | `in_proj` (+ SiLU gate) | output columns, 16-aligned (whole GEMM panels) |
 //! | conv1d + SiLU | channels |
@@ -12,7 +13,8 @@
 //! | scan (+ direction average) | channels, one state per worker |
 //! | `out_proj` | output columns |
 //!
-//! Patch embedding, the final norm and the head run on the calling thread. Every output value is
+//! Patch embedding splits by patches (each worker has its own im2col chunk); the final norm and
+//! the head (one row) run on the calling thread. Every output value is
 //! computed by the same kernel call sequence as in [`infer`], so the logits are bit-identical
 //! to the one-thread path (tested).
 //!
@@ -81,11 +83,12 @@ fn threaded_impl(
     for i in 0..c.depth {
         LayerWeights::load(model, i)?;
     }
+    for role in [Role::PatchBias, Role::ClsToken, Role::PosEmbed] {
+        dense(model, role, 0)?;
+    }
+    weight(model, Role::PatchWeight, 0)?;
     let (main, mut rest) = scratch.split_at_mut(c.scratch_bytes());
     let mut s = Scratch::carve(&c, main).ok_or(too_small)?;
-    patch_embed(model, &c, input, &mut s)?;
-    mark(&mut timer, Op::PatchEmbed);
-
     let lens = buffer_lens(&c);
     let shared = Activations {
         residual: Shared::new(s.residual),
@@ -102,6 +105,7 @@ fn threaded_impl(
         model,
         c: &c,
         opts,
+        input,
         sh: &shared,
     };
     std::thread::scope(|scope| -> Result<(), InferError> {
@@ -121,6 +125,7 @@ fn threaded_impl(
                 a: take(lens[BUF_A])?,
                 h: take(lens[BUF_H])?,
                 panel: take(lens[BUF_PANEL])?,
+                im2col: take(lens[BUF_IM2COL])?,
             };
             rest = bytemuck::cast_slice_mut(floats);
             let team = &team;
@@ -130,6 +135,7 @@ fn threaded_impl(
             a: &mut *s.a,
             h: &mut *s.h,
             panel: &mut *s.panel,
+            im2col: &mut *s.im2col,
         };
         team.work(0, own, &mut timer);
         Ok(())
@@ -142,6 +148,7 @@ struct Own<'s> {
     a: &'s mut [f32],
     h: &'s mut [f32],
     panel: &'s mut [f32],
+    im2col: &'s mut [f32],
 }
 
 /// The activation buffers every worker reads and writes pieces of.
@@ -278,6 +285,7 @@ struct Team<'t, 'm, 's> {
     model: &'t Model<'m>,
     c: &'t VimConfig,
     opts: &'t InferOptions,
+    input: &'t [f32],
     sh: &'t Activations<'s>,
 }
 
@@ -293,6 +301,24 @@ impl Team<'_, '_, '_> {
     fn work(&self, w: usize, mut own: Own<'_>, timer: &mut Option<&mut dyn OpTimer>) {
         let _guard = PoisonOnPanic(&self.barrier);
         let (model, c, opts) = (self.model, self.c, self.opts);
+        {
+            let patches = piece(c.num_patches(), self.n, w, 1);
+            let rows = embed_rows(patches.clone(), c.cls_pos());
+            // SAFETY: consecutive patch pieces map to disjoint row ranges; nobody reads hidden
+            // in this step.
+            let mut hidden = unsafe { self.sh.hidden.write(rows, 0..c.embed_dim, c.embed_dim) };
+            // Cannot fail: the tensors were checked before the threads started.
+            let _ = patch_embed_rows(
+                model,
+                c,
+                self.input,
+                patches,
+                &mut hidden,
+                own.im2col,
+                own.panel,
+            );
+        }
+        self.step_done(timer, Op::PatchEmbed);
         for i in 0..c.depth {
             // Loaded (and checked) by the caller before the threads started.
             let Ok(lw) = LayerWeights::load(model, i) else {

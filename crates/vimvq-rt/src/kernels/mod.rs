@@ -170,6 +170,16 @@ impl<'a> MatMut<'a> {
         // SAFETY: as in `row_mut`; `&self` forbids a concurrent `row_mut`.
         unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(i * self.stride), self.cols) }
     }
+    /// A shorter-lived view of the same elements (to pass on without giving this one up).
+    pub fn reborrow(&mut self) -> MatMut<'_> {
+        MatMut {
+            ptr: self.ptr,
+            rows: self.rows,
+            cols: self.cols,
+            stride: self.stride,
+            _borrow: PhantomData,
+        }
+    }
     /// Splits into columns `..at` and `at..` of every row: two views over disjoint elements.
     ///
     /// # Panics
