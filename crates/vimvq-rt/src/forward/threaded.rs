@@ -87,9 +87,18 @@ fn threaded_impl(
         dense(model, role, 0)?;
     }
     weight(model, Role::PatchWeight, 0)?;
-    let (main, mut rest) = scratch.split_at_mut(c.scratch_bytes());
+    let (main, rest) = scratch.split_at_mut(c.scratch_bytes());
     let mut s = Scratch::carve(&c, main).ok_or(too_small)?;
+    // Every extra worker's buffers, carved before any thread starts (a failure after a spawn
+    // would leave that worker waiting at the first barrier).
     let lens = buffer_lens(&c);
+    let own_lens = [lens[BUF_A], lens[BUF_H], lens[BUF_PANEL], lens[BUF_IM2COL]];
+    let per_worker: usize = own_lens.iter().sum();
+    let (_, lines, _) = bytemuck::pod_align_to_mut::<u8, Line>(rest);
+    let floats: &mut [f32] = bytemuck::cast_slice_mut(lines);
+    let extra = floats
+        .get_mut(..per_worker * (threads - 1))
+        .ok_or(too_small)?;
     let shared = Activations {
         residual: Shared::new(s.residual),
         hidden: Shared::new(s.hidden),
@@ -108,28 +117,19 @@ fn threaded_impl(
         input,
         sh: &shared,
     };
-    std::thread::scope(|scope| -> Result<(), InferError> {
-        for w in 1..threads {
-            let bytes = core::mem::take(&mut rest);
-            let (_, lines, _) = bytemuck::pod_align_to_mut::<u8, Line>(bytes);
-            let mut floats: &mut [f32] = bytemuck::cast_slice_mut(lines);
-            let mut take = |len: usize| -> Result<&mut [f32], InferError> {
-                if floats.len() < len {
-                    return Err(too_small);
-                }
-                let (head, tail) = core::mem::take(&mut floats).split_at_mut(len);
-                floats = tail;
-                Ok(head)
-            };
+    std::thread::scope(|scope| {
+        for (w, bufs) in extra.chunks_exact_mut(per_worker).enumerate() {
+            let (a, rest) = bufs.split_at_mut(own_lens[0]);
+            let (h, rest) = rest.split_at_mut(own_lens[1]);
+            let (panel, im2col) = rest.split_at_mut(own_lens[2]);
             let own = Own {
-                a: take(lens[BUF_A])?,
-                h: take(lens[BUF_H])?,
-                panel: take(lens[BUF_PANEL])?,
-                im2col: take(lens[BUF_IM2COL])?,
+                a,
+                h,
+                panel,
+                im2col,
             };
-            rest = bytemuck::cast_slice_mut(floats);
             let team = &team;
-            scope.spawn(move || team.work(w, own, &mut None));
+            scope.spawn(move || team.work(w + 1, own, &mut None));
         }
         let own = Own {
             a: &mut *s.a,
@@ -138,8 +138,7 @@ fn threaded_impl(
             im2col: &mut *s.im2col,
         };
         team.work(0, own, &mut timer);
-        Ok(())
-    })?;
+    });
     head(model, &c, opts, &mut s, logits, &mut timer)
 }
 
