@@ -41,6 +41,32 @@ impl Rng {
     }
 }
 
+impl Rng {
+    /// Random f32 codebook (`kk × d`) and u8 indices of an `n × k` VQ matrix.
+    fn vq(&mut self, n: usize, k: usize, kk: usize, d: usize) -> (Vec<f32>, Vec<u8>) {
+        (self.v(kk * d), self.idx(n * k.div_ceil(d), kk))
+    }
+}
+
+/// The `n × k` VQ matrix over a codebook and indices from [`Rng::vq`].
+fn vq_view<'a>(
+    n: usize,
+    k: usize,
+    kk: usize,
+    d: usize,
+    cb: &'a [f32],
+    ix: &'a [u8],
+) -> VqMatrix<'a> {
+    VqMatrix {
+        rows: n,
+        cols: k,
+        k: kk,
+        d,
+        codebook: Codebook::F32(cb),
+        indices: Indices::U8(ix),
+    }
+}
+
 /// (name, out rows, in cols) of Vim layer weights.
 const GEMM_SHAPES: [(&str, usize, usize); 4] = [
     ("Ti.in_proj_768x192", 768, 192),
@@ -116,16 +142,8 @@ fn bench_gemm(c: &mut Criterion) {
             b.iter(|| (simd.gemm_f32)(am, &w, &mut MatMut::new(&mut out, l, n, n), &mut scratch))
         });
         for (vn, kk, d) in VQ {
-            let cb = rng.v(kk * d);
-            let ix = rng.idx(n * k.div_ceil(d), kk);
-            let vq = VqMatrix {
-                rows: n,
-                cols: k,
-                k: kk,
-                d,
-                codebook: Codebook::F32(&cb),
-                indices: Indices::U8(&ix),
-            };
+            let (cb, ix) = rng.vq(n, k, kk, d);
+            let vq = vq_view(n, k, kk, d, &cb, &ix);
             g.bench_function(format!("{}_{vn}", simd.level.name()), |b| {
                 b.iter(|| {
                     (simd.vq_gemm_f32)(am, &vq, &mut MatMut::new(&mut out, l, n, n), &mut scratch)
@@ -151,16 +169,8 @@ fn bench_gemv(c: &mut Criterion) {
             b.iter(|| (simd.gemv_f32)(&x, &w, &mut out))
         });
         for (vn, kk, d) in VQ {
-            let cb = rng.v(kk * d);
-            let ix = rng.idx(n * k.div_ceil(d), kk);
-            let vq = VqMatrix {
-                rows: n,
-                cols: k,
-                k: kk,
-                d,
-                codebook: Codebook::F32(&cb),
-                indices: Indices::U8(&ix),
-            };
+            let (cb, ix) = rng.vq(n, k, kk, d);
+            let vq = vq_view(n, k, kk, d, &cb, &ix);
             let mut lut = vec![0f32; kk * k.div_ceil(d)];
             g.bench_function(format!("{}_{vn}", simd.level.name()), |b| {
                 b.iter(|| (simd.vq_gemv_f32)(&x, &vq, &mut out, &mut lut))

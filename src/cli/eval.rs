@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::classify::Classifier;
 use super::{
-    io_error, open_model, parse_model, print_line, progress_allowed, threads_parser, top_k,
+    io_error, kl_logits, open_model, parse_model, print_line, progress_allowed, threads_parser,
+    top_k,
 };
 use crate::image_io::has_image_extension;
 
@@ -53,27 +54,6 @@ struct Report {
     /// With `--reference`: mean over images of KL(p_ref ‖ p) in nats.
     #[serde(skip_serializing_if = "Option::is_none")]
     mean_kl: Option<f64>,
-}
-
-/// KL(p ‖ q) in nats of the softmax distributions of two logit vectors (f64).
-fn kl_logits(p_logits: &[f32], q_logits: &[f32]) -> f64 {
-    let lse = |l: &[f32]| {
-        let m = l
-            .iter()
-            .map(|&v| v as f64)
-            .fold(f64::NEG_INFINITY, f64::max);
-        m + l.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
-    };
-    let (lp, lq) = (lse(p_logits), lse(q_logits));
-    p_logits
-        .iter()
-        .zip(q_logits)
-        .map(|(&a, &b)| {
-            let lpa = a as f64 - lp;
-            lpa.exp() * (lpa - (b as f64 - lq))
-        })
-        .sum::<f64>()
-        .max(0.0)
 }
 
 /// One image of the dataset.

@@ -228,6 +228,26 @@ pub fn output_labels(model: &Model<'_>, file: Option<&Path>) -> Result<Vec<Strin
     }
 }
 
+/// KL(p ‖ q) in nats of the softmax distributions of two logit vectors (f64).
+pub fn kl_logits(p: &[f32], q: &[f32]) -> f64 {
+    let lse = |l: &[f32]| {
+        let m = l
+            .iter()
+            .map(|&v| v as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
+        m + l.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
+    };
+    let (lp, lq) = (lse(p), lse(q));
+    p.iter()
+        .zip(q)
+        .map(|(&a, &b)| {
+            let la = a as f64 - lp;
+            la.exp() * (la - (b as f64 - lq))
+        })
+        .sum::<f64>()
+        .max(0.0)
+}
+
 /// Numerically stable softmax in f64, returned as f32 probabilities.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits

@@ -20,7 +20,7 @@ use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
 use vimvq_rt::preprocess::Plan;
 
-use super::{io_error, print_line, progress_allowed, threads_parser, ModelOptionArgs};
+use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};
 use crate::image_io::{self, has_image_extension};
 
 /// `--method`.
@@ -415,26 +415,6 @@ fn evaluate(
         "mean_kl": kl / c,
         "seconds": start.elapsed().as_secs_f64(),
     }))
-}
-
-/// KL(p ‖ q) in nats of the softmax distributions of two logit vectors (f64).
-fn kl_logits(p: &[f32], q: &[f32]) -> f64 {
-    let lse = |l: &[f32]| {
-        let m = l
-            .iter()
-            .map(|&v| v as f64)
-            .fold(f64::NEG_INFINITY, f64::max);
-        m + l.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
-    };
-    let (lp, lq) = (lse(p), lse(q));
-    p.iter()
-        .zip(q)
-        .map(|(&a, &b)| {
-            let la = a as f64 - lp;
-            la.exp() * (la - (b as f64 - lq))
-        })
-        .sum::<f64>()
-        .max(0.0)
 }
 
 /// Progress bars on stderr (hidden when it is not a terminal).
