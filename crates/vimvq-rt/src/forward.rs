@@ -431,8 +431,8 @@ fn infer_impl(
     mut timer: Option<&mut dyn OpTimer>,
 ) -> Result<(), InferError> {
     let c = *model.config();
-    check_buffers(&c, input, logits, scratch.len(), c.scratch_bytes())?;
     let (needed, actual) = (c.scratch_bytes(), scratch.len());
+    check_buffers(&c, input, logits, actual, needed)?;
     let mut s =
         Scratch::carve(&c, scratch).ok_or(InferError::ScratchTooSmall { needed, actual })?;
 

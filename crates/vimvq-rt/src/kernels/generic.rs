@@ -190,7 +190,7 @@ pub(crate) unsafe fn silu_v<S: Simd>(x: S::V) -> S::V {
     }
 }
 
-/// SiLU over a slice; the tail goes through a zero-padded vector.
+/// SiLU over a slice; the tail goes through a zero-padded vector ([`load_part`]).
 #[inline(always)]
 pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
     let l = S::LANES;
@@ -203,12 +203,9 @@ pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
         i += l;
     }
     if n < xs.len() {
-        let mut tmp = [0f32; 16];
-        let rest = xs.len() - n;
-        tmp[..rest].copy_from_slice(&xs[n..]);
-        // SAFETY: tmp holds 16 ≥ LANES values.
-        unsafe { S::store(tmp.as_mut_ptr(), silu_v::<S>(S::load(tmp.as_ptr()))) };
-        xs[n..].copy_from_slice(&tmp[..rest]);
+        let tail = &mut xs[n..];
+        // SAFETY: the tail is shorter than LANES; the caller guarantees the ISA.
+        unsafe { store_part::<S>(silu_v::<S>(load_part::<S>(tail)), tail) };
     }
 }
 
