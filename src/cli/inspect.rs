@@ -88,7 +88,7 @@ pub fn decode_vq(m: &VqMatrix<'_>) -> Result<Vec<f32>> {
     let mut out = vec![0f32; m.rows * m.cols];
     for r in 0..m.rows {
         for c in 0..g {
-            let pos = r * g + c;
+            let pos = m.layout.offset(r, c, g);
             let idx = match m.indices {
                 Indices::U8(v) => v.get(pos).map(|&i| i as usize),
                 Indices::U16(v) => v.get(pos).map(|&i| i as usize),
@@ -336,6 +336,7 @@ fn inspect_checkpoint(path: &Path) -> Result<(Value, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vimvq_rt::model::IndexLayout;
 
     #[test]
     fn gaussian_like_stats() {
@@ -365,6 +366,7 @@ mod tests {
             d: 2,
             codebook: Codebook::F32(&cb),
             indices: Indices::U8(&idx),
+            layout: IndexLayout::RowMajor,
         };
         assert_eq!(decode_vq(&m).unwrap(), vec![5.0, 6.0, 1.0, 3.0, 4.0, 3.0]);
     }

@@ -5,9 +5,10 @@ use core::iter::FusedIterator;
 use crate::config::{Preprocess, VimConfig};
 use crate::format::validate::{self, canonical};
 use crate::format::{
-    FileHeader, FormatError, Role, TensorName, TensorRecord, DTYPE_F16, KIND_VQ, TABLE_OFFSET,
+    FileHeader, FormatError, Role, TensorName, TensorRecord, DTYPE_F16, KIND_VQ, LAYOUT_ROWS16,
+    TABLE_OFFSET,
 };
-pub use crate::kernels::{Codebook, Indices, VqMatrix, Weight};
+pub use crate::kernels::{Codebook, IndexLayout, Indices, VqMatrix, Weight};
 
 /// Options of [`Model::parse_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,6 +235,11 @@ impl<'a> Model<'a> {
             d: rec.d as usize,
             codebook,
             indices,
+            layout: if rec.index_layout == LAYOUT_ROWS16 {
+                IndexLayout::Rows16
+            } else {
+                IndexLayout::RowMajor
+            },
         }))
     }
 

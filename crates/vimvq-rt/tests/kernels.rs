@@ -9,7 +9,7 @@ mod common;
 
 use common::Rng;
 use vimvq_rt::kernels::{
-    f16_to_f32, Codebook, Direction, Indices, MatMut, MatRef, VqMatrix, Weight,
+    f16_to_f32, Codebook, Direction, IndexLayout, Indices, MatMut, MatRef, VqMatrix, Weight,
 };
 
 /// |Δ| ≤ GEMM_REL · Σ|a_c·w_c| for every dot product (f32 accumulation of ≤ 1000 terms).
@@ -117,6 +117,7 @@ macro_rules! kernel_suite {
                         } else {
                             Indices::U8(&idx_u8)
                         },
+                        layout: IndexLayout::RowMajor,
                     }),
                 };
                 let sentinel = -12345.5f32;
@@ -193,7 +194,7 @@ macro_rules! kernel_suite {
             #[test]
             fn vq_gemm_is_bit_identical_to_gemm_on_decoded_rows() {
                 let mut rng = Rng::new(3);
-                let (n, kk, d, kc) = (11usize, 29usize, 3usize, 40usize);
+                let (n, kk, d, kc) = (37usize, 29usize, 3usize, 40usize);
                 let g = kk.div_ceil(d);
                 let cb = rng.normals(kc * d, 0.0, 1.0);
                 let idx: Vec<u8> = (0..n * g).map(|_| rng.below(kc) as u8).collect();
@@ -204,9 +205,31 @@ macro_rules! kernel_suite {
                     d,
                     codebook: Codebook::F32(&cb),
                     indices: Indices::U8(&idx),
+                    layout: IndexLayout::RowMajor,
                 };
                 let mut dense = vec![0f32; n * kk];
                 k::vq_decode_rows_f32(&vq, 0, n, &mut dense);
+                // The same indices in 16-row blocks (padding rows hold index 0) decode alike,
+                // and so do the rows a thread selects from them.
+                let mut idx16 = vec![0u8; n.div_ceil(16) * 16 * g];
+                for r in 0..n {
+                    for c in 0..g {
+                        idx16[(r / 16) * 16 * g + c * 16 + r % 16] = idx[r * g + c];
+                    }
+                }
+                let vq16 = VqMatrix {
+                    indices: Indices::U8(&idx16),
+                    layout: IndexLayout::Rows16,
+                    ..vq
+                };
+                let mut dense16 = vec![0f32; n * kk];
+                k::vq_decode_rows_f32(&vq16, 0, n, &mut dense16);
+                assert_eq!(dense16, dense);
+                let Weight::Vq(tail) = Weight::Vq(vq16).rows(16..n, kk) else {
+                    unreachable!()
+                };
+                k::vq_decode_rows_f32(&tail, 0, n - 16, &mut dense16[..(n - 16) * kk]);
+                assert_eq!(&dense16[..(n - 16) * kk], &dense[16 * kk..]);
                 let a = rng.normals(6 * kk, 0.0, 1.0);
                 let mut o1 = vec![0f32; 6 * n];
                 let mut o2 = vec![0f32; 6 * n];
@@ -257,6 +280,7 @@ macro_rules! kernel_suite {
                             d: 1,
                             codebook: Codebook::F32(&cb),
                             indices: Indices::U8(&idx),
+                            layout: IndexLayout::RowMajor,
                         };
                         k::gemv_f32(&x, &Weight::Vq(vq), &mut y, &mut panel);
                         for r in 0..n {

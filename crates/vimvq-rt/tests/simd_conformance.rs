@@ -12,8 +12,8 @@ mod common;
 
 use common::*;
 use vimvq_rt::forward::{infer, infer_with, InferOptions};
-use vimvq_rt::kernels::dispatch::{self, scratch_len, table, Kernels, Level};
-use vimvq_rt::kernels::{Codebook, Direction, Indices, MatMut, MatRef, VqMatrix};
+use vimvq_rt::kernels::dispatch::{self, scratch_len, table, vq_gemv_scratch_len, Kernels, Level};
+use vimvq_rt::kernels::{Codebook, Direction, IndexLayout, Indices, MatMut, MatRef, VqMatrix};
 use vimvq_rt::model::Model;
 use vimvq_rt::scan::{ScanInputs, ScanPlan, ScanWeights};
 
@@ -93,12 +93,13 @@ fn check_vq(
     d: usize,
     u16i: bool,
     f16: bool,
+    layout: IndexLayout,
     rng: &mut Rng,
 ) {
     let g = cols.div_ceil(d);
     let cb32 = rng.normals(kk * d, 0.0, 1.0);
     let cb16: Vec<u16> = cb32.iter().map(|x| half_bits(*x)).collect();
-    let idx: Vec<usize> = (0..n * g).map(|_| rng.below(kk)).collect();
+    let idx: Vec<usize> = (0..layout.len(n, g)).map(|_| rng.below(kk)).collect();
     let i8s: Vec<u8> = idx.iter().map(|i| *i as u8).collect();
     let i16s: Vec<u16> = idx.iter().map(|i| *i as u16).collect();
     let w = VqMatrix {
@@ -116,6 +117,7 @@ fn check_vq(
         } else {
             Indices::U8(&i8s)
         },
+        layout,
     };
     let dense = decode(&w);
     let a = rng.normals(m * cols, 0.0, 1.0);
@@ -134,7 +136,7 @@ fn check_vq(
     );
     assert_eq!(
         got, dense_got,
-        "vq_gemm != gemm(decoded) m={m} cols={cols} n={n} k={kk} d={d}"
+        "vq_gemm != gemm(decoded) {layout:?} m={m} cols={cols} n={n} k={kk} d={d}"
     );
     for t in 0..m {
         for r in 0..n {
@@ -155,7 +157,7 @@ fn check_vq(
     } else {
         0
     };
-    for s in [kk * g, no_scratch] {
+    for s in [vq_gemv_scratch_len(&w), no_scratch] {
         let mut g1 = vec![0f32; n];
         let mut sc = vec![0f32; s];
         (kern.vq_gemv_f32)(&a[..cols], &w, &mut g1, &mut sc);
@@ -164,7 +166,7 @@ fn check_vq(
             let (x, y) = (g1[r] as f64, want[r] as f64);
             assert!(
                 (x - y).abs() <= b,
-                "vq_gemv scratch={s} cols={cols} n={n} k={kk} d={d}: {x} vs {y}"
+                "vq_gemv {layout:?} scratch={s} cols={cols} n={n} k={kk} d={d}: {x} vs {y}"
             );
         }
     }
@@ -447,7 +449,9 @@ macro_rules! simd_suite {
                     for &cols in &[1usize, 5, 8, 17, 33, 192] {
                         for &(m, n) in &[(1usize, 17usize), (7, 16), (13, 33), (2, 5)] {
                             for (u16i, f16) in [(kk > 256, false), (true, false), (kk > 256, true)] {
-                                check_vq(kern, m, cols, n, kk, d, u16i, f16, &mut rng);
+                                for layout in [IndexLayout::RowMajor, IndexLayout::Rows16] {
+                                    check_vq(kern, m, cols, n, kk, d, u16i, f16, layout, &mut rng);
+                                }
                             }
                         }
                     }

@@ -2,7 +2,8 @@
 //!
 //! The output is canonical, hence deterministic: tensors in [`Role::table_index`] order, every
 //! data range at the next 64-byte boundary (a VQ tensor's indices, then its codebook), zero
-//! padding, no timestamps. Indices are stored as u8 when `k ≤ 256`, else u16; codebooks as f32.
+//! padding, no timestamps. Indices are stored as u8 when `k ≤ 256`, else u16, in the
+//! [`IndexLayout::Rows16`] order the kernels read; codebooks as f32.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -11,9 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vimvq_rt::format::{
     align_up, check_preprocess, crc32, meta_crc32, ConfigRecord, FileHeader, FormatError, Role,
-    TensorName, TensorRecord, CONFIG_OFFSET, DTYPE_F32, FEATURE_VQ, KIND_DENSE, KIND_VQ,
-    LAYOUT_ROW_MAJOR, MAGIC, MAX_D, MAX_K, TABLE_OFFSET, VERSION_MAJOR, VERSION_MINOR,
+    TensorName, TensorRecord, CONFIG_OFFSET, DTYPE_F32, FEATURE_ROWS16_LAYOUT, FEATURE_VQ,
+    KIND_DENSE, KIND_VQ, LAYOUT_ROWS16, MAGIC, MAX_D, MAX_K, TABLE_OFFSET, VERSION_MAJOR,
+    VERSION_MINOR,
 };
+use vimvq_rt::kernels::IndexLayout;
 use vimvq_rt::{ConfigError, Interpolation, VimConfig};
 
 use super::{PackedModel, PackedTensor, TensorData};
@@ -316,22 +319,19 @@ pub fn to_bytes(model: &PackedModel) -> Result<Vec<u8>, WriteError> {
                 record.data_bytes = v.len() as u64 * 4;
                 cursor = record.data_offset + record.data_bytes;
             }
-            TensorData::Vq {
-                codebook,
-                k,
-                d,
-                indices,
-            } => {
+            TensorData::Vq { codebook, k, d, .. } => {
                 required |= FEATURE_VQ;
                 let wide = *k > 256;
                 record.kind = KIND_VQ;
                 record.codebook_dtype = DTYPE_F32;
                 record.index_bits = if wide { 16 } else { 8 };
-                record.index_layout = LAYOUT_ROW_MAJOR;
+                required |= FEATURE_ROWS16_LAYOUT;
+                record.index_layout = LAYOUT_ROWS16;
                 record.k = u32_of(*k, "k")?;
                 record.d = u32_of(*d, "d")?;
                 record.data_offset = align(cursor)?;
-                record.data_bytes = indices.len() as u64 * if wide { 2 } else { 1 };
+                let stored = IndexLayout::Rows16.len(t.rows, t.cols.div_ceil(*d));
+                record.data_bytes = stored as u64 * if wide { 2 } else { 1 };
                 record.codebook_offset = align(record.data_offset + record.data_bytes)?;
                 record.codebook_bytes = codebook.len() as u64 * 4;
                 cursor = record.codebook_offset + record.codebook_bytes;
@@ -372,13 +372,14 @@ pub fn to_bytes(model: &PackedModel) -> Result<Vec<u8>, WriteError> {
             TensorData::Vq {
                 codebook, indices, ..
             } => {
-                if r.index_bits == 8 {
-                    for (o, i) in data.iter_mut().zip(indices) {
-                        *o = *i as u8;
-                    }
-                } else {
-                    for (o, i) in data.chunks_exact_mut(2).zip(indices) {
-                        o.copy_from_slice(&(*i as u16).to_le_bytes());
+                // Row-major input, Rows16 output; the padding rows keep index 0.
+                let g = (p.tensor.cols).div_ceil(r.d as usize);
+                for (at, i) in indices.iter().enumerate() {
+                    let o = IndexLayout::Rows16.offset(at / g, at % g, g);
+                    if r.index_bits == 8 {
+                        data[o] = *i as u8;
+                    } else {
+                        data[2 * o..2 * o + 2].copy_from_slice(&(*i as u16).to_le_bytes());
                     }
                 }
                 let cb = &mut buf

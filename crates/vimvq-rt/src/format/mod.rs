@@ -31,8 +31,10 @@ pub const VERSION_MINOR: u16 = 0;
 pub const FEATURE_VQ: u32 = 1 << 0;
 /// Required feature bit: some codebook is stored as IEEE binary16.
 pub const FEATURE_F16_CODEBOOK: u32 = 1 << 1;
+/// Required feature bit: some VQ tensor stores its indices in [`LAYOUT_ROWS16`].
+pub const FEATURE_ROWS16_LAYOUT: u32 = 1 << 2;
 /// Every required feature bit this reader understands; any other set bit is rejected.
-pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_VQ | FEATURE_F16_CODEBOOK;
+pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_VQ | FEATURE_F16_CODEBOOK | FEATURE_ROWS16_LAYOUT;
 
 /// Alignment of every data range and of the data section, relative to the file start.
 pub const ALIGN: usize = 64;
@@ -56,6 +58,9 @@ pub const DTYPE_F32: u8 = 0;
 pub const DTYPE_F16: u8 = 1;
 /// `TensorRecord::index_layout`: row-major `rows × ceil(cols / d)`.
 pub const LAYOUT_ROW_MAJOR: u8 = 0;
+/// `TensorRecord::index_layout`: blocks of 16 rows, group-major inside a block
+/// ([`crate::kernels::IndexLayout::Rows16`]); what the packer writes.
+pub const LAYOUT_ROWS16: u8 = 1;
 
 /// Rounds `n` up to a multiple of [`ALIGN`] (`None` on overflow).
 pub const fn align_up(n: u64) -> Option<u64> {

@@ -5,6 +5,7 @@ use super::error::{FormatError, RangeKind, TensorName, TensorProblem};
 use super::records::{ConfigRecord, FileHeader, TensorRecord};
 use super::*;
 use crate::config::{Interpolation, Preprocess, VimConfig};
+use crate::kernels::IndexLayout;
 use crate::model::{Model, ParseOptions};
 
 use FormatError as E;
@@ -269,9 +270,14 @@ fn check_tensor(
                 DTYPE_F16 => (2u64, FEATURE_VQ | FEATURE_F16_CODEBOOK),
                 t => return Err(P::CodebookDtype(t)),
             };
-            if rec.index_layout != LAYOUT_ROW_MAJOR {
-                return Err(P::IndexLayout(rec.index_layout));
-            }
+            let layout = match rec.index_layout {
+                LAYOUT_ROW_MAJOR => IndexLayout::RowMajor,
+                LAYOUT_ROWS16 => {
+                    used |= FEATURE_ROWS16_LAYOUT;
+                    IndexLayout::Rows16
+                }
+                l => return Err(P::IndexLayout(l)),
+            };
             if rec.k == 0 || rec.k > MAX_K || rec.d == 0 || rec.d > MAX_D {
                 return Err(P::VqParams { k: rec.k, d: rec.d });
             }
@@ -281,11 +287,15 @@ fn check_tensor(
                 bits => return Err(P::IndexBits { bits, k: rec.k }),
             };
             let groups = cols.div_ceil(u64::from(rec.d));
+            let stored_rows = match layout {
+                IndexLayout::RowMajor => rows,
+                IndexLayout::Rows16 => rows.div_ceil(16) * 16,
+            };
             cursor.take(
                 RangeKind::Data,
                 rec.data_offset,
                 rec.data_bytes,
-                checked_product(&[rows, groups, idx_bytes]),
+                checked_product(&[stored_rows, groups, idx_bytes]),
             )?;
             let idx_range = (rec.data_offset as usize)..(rec.data_offset + rec.data_bytes) as usize;
             let cb = checked_product(&[u64::from(rec.k), u64::from(rec.d), cb_elem]);

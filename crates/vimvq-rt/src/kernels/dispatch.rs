@@ -75,7 +75,8 @@ pub type GemmFn = fn(MatRef<'_>, &[f32], &mut MatMut<'_>, &mut [f32]);
 pub type VqGemmFn = fn(MatRef<'_>, &VqMatrix<'_>, &mut MatMut<'_>, &mut [f32]);
 /// One-token dense GEMV `out[r] = x·w[r]`.
 pub type GemvFn = fn(&[f32], &[f32], &mut [f32]);
-/// One-token VQ GEMV; `scratch` holds the lookup table (`k·ceil(cols/d)` values) on SIMD levels.
+/// One-token VQ GEMV; `scratch` holds the lookup table ([`vq_gemv_scratch_len`] values) on SIMD
+/// levels.
 pub type VqGemvFn = fn(&[f32], &VqMatrix<'_>, &mut [f32], &mut [f32]);
 /// The selective scan of one direction ([`crate::scan::selective_scan_f32`]'s contract).
 pub type ScanFn = fn(&ScanWeights<'_>, &ScanInputs<'_>, &ScanPlan, &mut MatMut<'_>, &mut [f32]);
@@ -134,6 +135,12 @@ pub struct Kernels {
 /// packed panel; ≥ the scalar oracle's 4-row panel).
 pub const fn scratch_len(k: usize) -> usize {
     super::generic::panel_len(k)
+}
+
+/// Scratch values the SIMD levels' VQ GEMV needs for `w` (lookup table + transposed codebook;
+/// less makes them decode row by row).
+pub fn vq_gemv_scratch_len(w: &VqMatrix<'_>) -> usize {
+    super::generic::lut_len(w)
 }
 
 // ---- scalar level (the oracle) ----

@@ -21,7 +21,7 @@
 
 use core::ops::Range;
 
-use super::{f16_to_f32, Codebook, Direction, Indices, MatMut, MatRef, VqMatrix};
+use super::{f16_to_f32, Codebook, Direction, IndexLayout, Indices, MatMut, MatRef, VqMatrix};
 use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// Rows of `W` per packed panel (`NRV · LANES` on every ISA).
@@ -64,8 +64,9 @@ pub(crate) trait Simd: Copy {
     /// Sum of the lanes.
     unsafe fn hsum(v: Self::V) -> f32;
 
-    /// `Σ_g lut[g·k + idx[g]]` over `idx.len()` groups (the VQ GEMV gather). The default is
-    /// scalar with four partial sums; ISAs with a gather instruction override it.
+    /// `Σ_g lut[g·k + idx[g]]` over `idx.len()` groups (the VQ GEMV gather over a row-major
+    /// index row, table stride `k`). The default is scalar with four partial sums; ISAs with a
+    /// gather instruction override it.
     #[inline(always)]
     unsafe fn gather_sum_u8(lut: &[f32], idx: &[u8], k: usize) -> f32 {
         gather_sum_scalar(lut, idx, k)
@@ -74,6 +75,30 @@ pub(crate) trait Simd: Copy {
     #[inline(always)]
     unsafe fn gather_sum_u16(lut: &[f32], idx: &[u16], k: usize) -> f32 {
         gather_sum_scalar(lut, idx, k)
+    }
+    /// `acc[j] += Σ_c lut[256·c + idx[16·c + j]]` over the `idx.len() / 16` groups of one
+    /// [`IndexLayout::Rows16`] block of u8 indices (the VQ GEMV gather; the 256-value table
+    /// stride makes every byte a valid index). `prefetch` is the byte distance from `idx` to
+    /// the indices needed a few blocks later (a hint; any value is safe).
+    #[inline(always)]
+    unsafe fn lut_rows16_u8(lut: &[f32], idx: &[u8], acc: &mut [f32; 16], prefetch: usize) {
+        let _ = prefetch;
+        lut_rows16_u8_scalar(lut, idx, acc)
+    }
+}
+
+/// Portable [`Simd::lut_rows16_u8`]: 8 rows at a time, 8 independent sums, no bounds checks
+/// (each group's table is a `[f32; 256]`).
+#[inline(always)]
+pub(crate) fn lut_rows16_u8_scalar(lut: &[f32], idx: &[u8], acc: &mut [f32; 16]) {
+    for (h, a) in acc.chunks_exact_mut(8).enumerate() {
+        for (c, q) in idx.chunks_exact(16).enumerate() {
+            let t: &[f32; 256] = lut[256 * c..256 * c + 256].try_into().unwrap();
+            let q = u64::from_le_bytes(q[8 * h..8 * h + 8].try_into().unwrap());
+            for (j, s) in a.iter_mut().enumerate() {
+                *s += t[((q >> (8 * j)) & 0xff) as usize];
+            }
+        }
     }
 }
 
@@ -231,6 +256,11 @@ fn pack_dense(w: &[f32], k: usize, r0: usize, nr: usize, panel: &mut [f32]) {
 /// Decodes rows `r0 .. r0 + nr` of a VQ matrix into the packed panel layout.
 #[inline(always)]
 fn pack_vq(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
+    const { assert!(NR == IndexLayout::BLOCK) };
+    assert!(
+        r0.is_multiple_of(NR),
+        "pack_vq: panel start {r0} not a multiple of {NR}"
+    );
     let k = w.cols;
     let panel = &mut panel[..k * NR];
     if nr < NR {
@@ -273,13 +303,19 @@ fn decode_panel<I: Copy + Into<usize>, C: Copy, const D: usize>(
     let k = w.cols;
     let d = if D == 0 { w.d } else { D };
     let g = w.groups_per_row();
-    let rows = &ix[r0 * g..(r0 + nr) * g];
+    // Index (r0 + j, gi) sits at r0·g + gi·sg + j·sj in both layouts (r0 is a multiple of 16).
+    let (sg, sj) = match w.layout {
+        IndexLayout::RowMajor => (1, g),
+        IndexLayout::Rows16 => (IndexLayout::BLOCK, 1),
+    };
+    let rows = &ix[r0 * g..w.layout.len(r0 + nr, g)];
     for gi in 0..g {
         let c0 = gi * d;
         let len = d.min(k - c0);
         let dst = &mut panel[c0 * NR..(c0 + len) * NR];
+        let line = &rows[gi * sg..];
         for j in 0..nr {
-            let idx: usize = rows[j * g + gi].into();
+            let idx: usize = line[j * sj].into();
             let cw = &cb[idx * d..idx * d + d];
             if len == d {
                 for (i, v) in cw.iter().enumerate() {
@@ -459,9 +495,21 @@ pub const fn panel_len(k: usize) -> usize {
     NR.saturating_mul(k)
 }
 
-/// Scratch values the VQ GEMV lookup table needs: `k · ceil(cols / d)`.
+/// Scratch values the VQ GEMV needs: the lookup table (`ceil(cols / d)` groups of
+/// [`lut_stride`] values) plus the transposed codebook (`k · d`).
 pub fn lut_len(w: &VqMatrix<'_>) -> usize {
-    w.k.saturating_mul(w.groups_per_row())
+    lut_stride(w)
+        .saturating_mul(w.groups_per_row())
+        .saturating_add(w.k.saturating_mul(w.d))
+}
+
+/// Values per group in the VQ GEMV lookup table: 256 with u8 indices, so that any byte
+/// indexes a group's table without a bounds check; `k` with u16 indices.
+fn lut_stride(w: &VqMatrix<'_>) -> usize {
+    match w.indices {
+        Indices::U8(_) => 256,
+        Indices::U16(_) => w.k,
+    }
 }
 
 /// VQ GEMM: decode one `NR`-row panel at a time into `scratch`, micro-kernel over all tokens
@@ -492,40 +540,69 @@ pub(crate) unsafe fn vq_gemm<S: Simd>(
     }
 }
 
-/// Builds the lookup table `lut[g·k + j] = Σ_i x[g·d + i] · cb[j][i]` (truncated last group).
+/// Builds the lookup table `lut[g·stride + j] = Σ_i x[g·d + i] · cb[j][i]` for
+/// `j < min(k, stride)` (truncated last group), vectorised over codewords `j` via the
+/// transposed codebook `cbt[i·k + j]`.
 #[inline(always)]
-fn build_lut(x: &[f32], w: &VqMatrix<'_>, lut: &mut [f32]) {
-    let (d, kk) = (w.d, w.k);
+unsafe fn build_lut<S: Simd>(
+    x: &[f32],
+    w: &VqMatrix<'_>,
+    stride: usize,
+    lut: &mut [f32],
+    cbt: &mut [f32],
+) {
+    let (d, kk) = (w.d, w.k.min(stride));
+    let cbt = &mut cbt[..kk * d];
+    for j in 0..kk {
+        for i in 0..d {
+            cbt[i * kk + j] = match w.codebook {
+                Codebook::F32(cb) => cb[j * d + i],
+                Codebook::F16(cb) => f16_to_f32(cb[j * d + i]),
+            };
+        }
+    }
+    let l = S::LANES;
+    let kv = kk / l * l;
     for (g, xg) in x.chunks(d).enumerate() {
-        let row = &mut lut[g * kk..(g + 1) * kk];
-        match w.codebook {
-            Codebook::F32(cb) => {
-                for (j, o) in row.iter_mut().enumerate() {
-                    let cw = &cb[j * d..j * d + xg.len()];
-                    let mut s = 0f32;
-                    for (a, b) in xg.iter().zip(cw) {
-                        s += a * b;
-                    }
-                    *o = s;
+        let row = &mut lut[g * stride..g * stride + kk];
+        let mut j = 0;
+        while j < kv {
+            // SAFETY: j + LANES ≤ kk, so every load reads cbt[i·kk + j ..][..LANES] in bounds and
+            // the store writes row[j..j + LANES]; the caller guarantees the ISA.
+            unsafe {
+                let mut acc = S::mul(S::splat(xg[0]), S::load(cbt.as_ptr().add(j)));
+                for (i, xi) in xg.iter().enumerate().skip(1) {
+                    acc = S::fma(S::splat(*xi), S::load(cbt.as_ptr().add(i * kk + j)), acc);
                 }
+                S::store(row.as_mut_ptr().add(j), acc);
             }
-            Codebook::F16(cb) => {
-                for (j, o) in row.iter_mut().enumerate() {
-                    let cw = &cb[j * d..j * d + xg.len()];
-                    let mut s = 0f32;
-                    for (a, b) in xg.iter().zip(cw) {
-                        s += a * f16_to_f32(*b);
-                    }
-                    *o = s;
-                }
-            }
+            j += l;
+        }
+        for (jj, o) in row.iter_mut().enumerate().skip(kv) {
+            *o = xg
+                .iter()
+                .enumerate()
+                .map(|(i, xi)| xi * cbt[i * kk + jj])
+                .sum();
+        }
+    }
+}
+
+/// [`Simd::lut_rows16_u8`] for u16 indices (table stride `k`, indices bound-checked).
+#[inline(always)]
+fn lut_rows16_u16(lut: &[f32], k: usize, idx: &[u16], acc: &mut [f32; 16]) {
+    for (c, q) in idx.chunks_exact(16).enumerate() {
+        let t = &lut[c * k..(c + 1) * k];
+        for (a, i) in acc.iter_mut().zip(q) {
+            *a += t[*i as usize];
         }
     }
 }
 
 /// VQ GEMV of one token: lookup table of activation·codeword sums (`k` per group of `d`
-/// inputs), then a gather-accumulate over each row's indices. Needs [`lut_len`] scratch values;
-/// with less, decodes and multiplies row by row (slow, no scratch).
+/// inputs), then a gather-accumulate of the table over the indices ([`IndexLayout::Rows16`]:
+/// 8 rows per 8-byte index load, groups in L1-sized passes). Needs
+/// [`lut_len`] scratch values; with less, decodes and multiplies row by row (slow, no scratch).
 #[inline(always)]
 pub(crate) unsafe fn vq_gemv<S: Simd>(
     x: &[f32],
@@ -538,16 +615,12 @@ pub(crate) unsafe fn vq_gemv<S: Simd>(
         "vq_gemv: shape mismatch"
     );
     let g = w.groups_per_row();
-    let need = lut_len(w);
-    if scratch.len() < need {
+    if scratch.len() < lut_len(w) {
         // No room for the table: decode-and-dot each row directly (needs no scratch).
         for (r, o) in out.iter_mut().enumerate() {
             let mut acc = 0f32;
             for (gi, xg) in x.chunks(w.d).enumerate() {
-                let idx = match w.indices {
-                    Indices::U8(ix) => ix[r * g + gi] as usize,
-                    Indices::U16(ix) => ix[r * g + gi] as usize,
-                };
+                let idx = w.index(r, gi);
                 assert!(idx < w.k, "VQ index out of range");
                 let cw = idx * w.d;
                 match w.codebook {
@@ -567,21 +640,51 @@ pub(crate) unsafe fn vq_gemv<S: Simd>(
         }
         return;
     }
-    let lut = &mut scratch[..need];
-    build_lut(x, w, lut);
-    // SAFETY: the caller guarantees the ISA; gathers index lut within g·k (indices < k are
-    // checked by the ISA implementation or by the validated model).
-    unsafe {
-        match w.indices {
-            Indices::U8(ix) => {
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = S::gather_sum_u8(lut, &ix[r * g..(r + 1) * g], w.k);
+    let stride = lut_stride(w);
+    let (lut, cbt) = scratch.split_at_mut(stride * g);
+    // SAFETY: the caller guarantees the ISA.
+    unsafe { build_lut::<S>(x, w, stride, lut, cbt) };
+    match w.layout {
+        // SAFETY: the caller guarantees the ISA; the gathers index lut within g·stride (indices
+        // < k ≤ stride are checked by the ISA implementation or by the validated model).
+        IndexLayout::RowMajor => unsafe {
+            match w.indices {
+                Indices::U8(ix) => {
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o = S::gather_sum_u8(lut, &ix[r * g..(r + 1) * g], stride);
+                    }
+                }
+                Indices::U16(ix) => {
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o = S::gather_sum_u16(lut, &ix[r * g..(r + 1) * g], stride);
+                    }
                 }
             }
-            Indices::U16(ix) => {
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = S::gather_sum_u16(lut, &ix[r * g..(r + 1) * g], w.k);
+        },
+        IndexLayout::Rows16 => {
+            const B: usize = IndexLayout::BLOCK;
+            out.fill(0.0);
+            // Groups per pass: their tables fill 16 KB (half of a typical L1D), and every row
+            // block is swept once per pass, the indices of the block 4 ahead prefetched.
+            let gb = (4096 / stride).max(1);
+            let mut g0 = 0;
+            while g0 < g {
+                let g1 = (g0 + gb).min(g);
+                let lut_b = &lut[g0 * stride..g1 * stride];
+                for (rb, o) in out.chunks_mut(B).enumerate() {
+                    let ix = rb * B * g + g0 * B..rb * B * g + g1 * B;
+                    let mut acc = [0f32; B];
+                    acc[..o.len()].copy_from_slice(o);
+                    match w.indices {
+                        // SAFETY: the caller guarantees the ISA.
+                        Indices::U8(i) => unsafe {
+                            S::lut_rows16_u8(lut_b, &i[ix], &mut acc, 4 * B * g)
+                        },
+                        Indices::U16(i) => lut_rows16_u16(lut_b, stride, &i[ix], &mut acc),
+                    }
+                    o.copy_from_slice(&acc[..o.len()]);
                 }
+                g0 = g1;
             }
         }
     }

@@ -247,7 +247,7 @@ pub enum Codebook<'a> {
     F16(&'a [u16]),
 }
 
-/// Codeword indices of a VQ matrix, `rows × ceil(cols / d)` row-major.
+/// Codeword indices of a VQ matrix, `rows × ceil(cols / d)` in an [`IndexLayout`].
 #[derive(Clone, Copy, Debug)]
 pub enum Indices<'a> {
     /// One byte per index (`k ≤ 256`).
@@ -256,9 +256,46 @@ pub enum Indices<'a> {
     U16(&'a [u16]),
 }
 
+/// Where index `(r, c)` (row `r`, sub-vector `c` of `g = ceil(cols / d)`) is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexLayout {
+    /// `rows × g` row-major: `(r, c)` at `r·g + c`.
+    RowMajor,
+    /// Blocks of [`IndexLayout::BLOCK`] rows, group-major inside a block: `(r, c)` at
+    /// `(r − r mod 16)·g + 16·c + r mod 16`; the last block is padded to 16 rows (index 0).
+    /// One GEMM panel line, or one GEMV gather, reads 16 contiguous indices.
+    Rows16,
+}
+
+impl IndexLayout {
+    /// Rows per block of [`IndexLayout::Rows16`] (= the GEMM panel width).
+    pub const BLOCK: usize = 16;
+
+    /// Position of index `(r, c)` with `g` indices per row.
+    #[inline(always)]
+    pub fn offset(self, r: usize, c: usize, g: usize) -> usize {
+        match self {
+            IndexLayout::RowMajor => r * g + c,
+            IndexLayout::Rows16 => {
+                let (b, j) = (r / Self::BLOCK, r % Self::BLOCK);
+                b * Self::BLOCK * g + c * Self::BLOCK + j
+            }
+        }
+    }
+
+    /// Stored indices of `rows` rows (padding included).
+    pub fn len(self, rows: usize, g: usize) -> usize {
+        match self {
+            IndexLayout::RowMajor => rows * g,
+            IndexLayout::Rows16 => rows.div_ceil(Self::BLOCK) * Self::BLOCK * g,
+        }
+    }
+}
+
 /// A vector-quantized `rows × cols` matrix: the `c`-th sub-vector of row `r`,
-/// `W[r, c·d .. min((c+1)·d, cols)]`, is the leading part of codeword `indices[r·g + c]`
-/// (`g = ceil(cols / d)`; the last sub-vector of a row is truncated when `d ∤ cols`).
+/// `W[r, c·d .. min((c+1)·d, cols)]`, is the leading part of the codeword whose index is stored
+/// at `layout.offset(r, c, g)` (`g = ceil(cols / d)`; the last sub-vector of a row is truncated
+/// when `d ∤ cols`).
 #[derive(Clone, Copy, Debug)]
 pub struct VqMatrix<'a> {
     /// Logical rows (output features).
@@ -271,14 +308,29 @@ pub struct VqMatrix<'a> {
     pub d: usize,
     /// The `k × d` codewords.
     pub codebook: Codebook<'a>,
-    /// The `rows × ceil(cols / d)` indices, each `< k`.
+    /// The `layout.len(rows, ceil(cols / d))` indices, each `< k`.
     pub indices: Indices<'a>,
+    /// Order of `indices`.
+    pub layout: IndexLayout,
 }
 
 impl VqMatrix<'_> {
     /// Sub-vectors (indices) per row, `ceil(cols / d)`.
     pub fn groups_per_row(&self) -> usize {
         self.cols.div_ceil(self.d)
+    }
+
+    /// The codeword index of sub-vector `c` of row `r`.
+    ///
+    /// # Panics
+    /// If `(r, c)` lies outside the stored indices.
+    #[inline(always)]
+    pub fn index(&self, r: usize, c: usize) -> usize {
+        let at = self.layout.offset(r, c, self.groups_per_row());
+        match self.indices {
+            Indices::U8(ix) => ix[at] as usize,
+            Indices::U16(ix) => ix[at] as usize,
+        }
     }
 }
 
@@ -296,15 +348,28 @@ impl<'a> Weight<'a> {
     /// computes when a GEMM is split by output columns.
     ///
     /// # Panics
-    /// If `rows` is out of bounds.
+    /// If `rows` is out of bounds, or does not start at a block boundary of
+    /// [`IndexLayout::Rows16`] indices.
     pub fn rows(&self, rows: Range<usize>, cols: usize) -> Weight<'a> {
         match *self {
             Weight::Dense(w) => Weight::Dense(&w[rows.start * cols..rows.end * cols]),
             Weight::Vq(v) => {
                 let g = v.groups_per_row();
+                let span = match v.layout {
+                    IndexLayout::RowMajor => rows.start * g..rows.end * g,
+                    IndexLayout::Rows16 => {
+                        let b = IndexLayout::BLOCK;
+                        assert!(
+                            rows.start.is_multiple_of(b),
+                            "Weight::rows: unaligned start"
+                        );
+                        assert!(rows.end <= v.rows, "Weight::rows: end out of bounds");
+                        rows.start * g..rows.end.div_ceil(b) * b * g
+                    }
+                };
                 let indices = match v.indices {
-                    Indices::U8(i) => Indices::U8(&i[rows.start * g..rows.end * g]),
-                    Indices::U16(i) => Indices::U16(&i[rows.start * g..rows.end * g]),
+                    Indices::U8(i) => Indices::U8(&i[span]),
+                    Indices::U16(i) => Indices::U16(&i[span]),
                 };
                 Weight::Vq(VqMatrix {
                     rows: rows.len(),

@@ -16,7 +16,7 @@
 
 use core::ops::Range;
 
-use super::{Codebook, Direction, Indices, MatMut, MatRef, VqMatrix, Weight};
+use super::{Codebook, Direction, MatMut, MatRef, VqMatrix, Weight};
 
 /// Independent partial sums in every dot product (see the module's numerical contract).
 pub const LANES: usize = 8;
@@ -151,15 +151,10 @@ pub fn vq_decode_rows_f32(w: &VqMatrix<'_>, r0: usize, nrows: usize, out: &mut [
         "vq_decode_rows_f32: rows out of range"
     );
     let (cols, d) = (w.cols, w.d);
-    let g = w.groups_per_row();
     for j in 0..nrows {
         let row = &mut out[j * cols..(j + 1) * cols];
-        let base = (r0 + j) * g;
         for (c, dst) in row.chunks_mut(d).enumerate() {
-            let idx = match w.indices {
-                Indices::U8(ix) => ix[base + c] as usize,
-                Indices::U16(ix) => ix[base + c] as usize,
-            };
+            let idx = w.index(r0 + j, c);
             assert!(idx < w.k, "vq_decode_rows_f32: index {idx} >= k {}", w.k);
             let len = dst.len();
             match w.codebook {
