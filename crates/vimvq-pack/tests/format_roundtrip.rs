@@ -298,14 +298,12 @@ fn round_trip_preserves_everything() {
                             vimvq_rt::model::Codebook::F32(cb) => assert_eq!(cb, &codebook[..]),
                             other => panic!("{other:?}"),
                         }
-                        let got: Vec<u32> = match vq.indices {
-                            vimvq_rt::model::Indices::U8(ix) => {
-                                ix.iter().map(|i| *i as u32).collect()
-                            }
-                            vimvq_rt::model::Indices::U16(ix) => {
-                                ix.iter().map(|i| *i as u32).collect()
-                            }
-                        };
+                        // Stored in 16-row blocks: read back through the layout.
+                        assert_eq!(vq.layout, vimvq_rt::model::IndexLayout::Rows16);
+                        let g = vq.groups_per_row();
+                        let got: Vec<u32> = (0..vq.rows * g)
+                            .map(|p| vq.index(p / g, p % g) as u32)
+                            .collect();
                         assert_eq!(&got, indices);
                         assert_eq!(model.dense(t.role, t.layer), None);
                     }
@@ -327,7 +325,7 @@ fn header_fields_are_where_the_docs_say() {
     assert_eq!(&b[..8], b"VIMVQ\r\n\x1a");
     assert_eq!((u16_at(&b, H_MAJOR), u16_at(&b, H_MINOR)), (1, 0));
     assert_eq!((u16_at(&b, 12), u16_at(&b, 14)), (64, 192));
-    assert_eq!(u32_at(&b, H_REQUIRED), 1, "VQ bit only");
+    assert_eq!(u32_at(&b, H_REQUIRED), 1 | 4, "VQ and ROWS16_LAYOUT bits");
     assert_eq!(u32_at(&b, H_OPTIONAL), 0);
     let count = u32_at(&b, H_COUNT) as usize;
     assert_eq!(count, 7 + 17 * c.depth);
@@ -812,8 +810,8 @@ fn table_and_range_corruptions_give_specific_errors() {
         TensorProblem::CodebookDtype(9)
     );
     assert_eq!(
-        tensor_err(edit(&|x| x[rec(v) + 7] = 1)),
-        TensorProblem::IndexLayout(1)
+        tensor_err(edit(&|x| x[rec(v) + 7] = 2)),
+        TensorProblem::IndexLayout(2)
     );
     assert!(matches!(
         tensor_err(edit(&|x| put_u32(x, rec(v) + R_K, 0))),
@@ -1141,10 +1139,10 @@ fn f16_codebook_files_are_read() {
     let len = b.len() as u64;
     put_u64(&mut b, H_DATA_BYTES, len - data_off);
     put_u64(&mut b, H_FILE_BYTES, len);
-    put_u32(&mut b, H_REQUIRED, 1);
+    put_u32(&mut b, H_REQUIRED, 1 | 4);
     fix_crcs(&mut b);
     assert_eq!(parse(&b), Err(FormatError::UndeclaredFeature { bit: 2 }));
-    put_u32(&mut b, H_REQUIRED, 3);
+    put_u32(&mut b, H_REQUIRED, 1 | 2 | 4);
     fix_crcs(&mut b);
     let a = aligned(&b);
     let model = Model::parse(&a).unwrap();
