@@ -96,6 +96,11 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn shl23(v: __m256) -> __m256 {
+        // SAFETY: AVX2 is enabled by the caller.
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(v))) }
+    }
+    #[inline(always)]
     unsafe fn frexp(x: __m256) -> (__m256, __m256) {
         // SAFETY: AVX2 is enabled by the caller.
         unsafe {

@@ -97,6 +97,11 @@ impl Simd for Neon {
         }
     }
     #[inline(always)]
+    unsafe fn shl23(v: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { vreinterpretq_f32_u32(vshlq_n_u32::<23>(vreinterpretq_u32_f32(v))) }
+    }
+    #[inline(always)]
     unsafe fn frexp(x: float32x4_t) -> (float32x4_t, float32x4_t) {
         // SAFETY: NEON is baseline on aarch64.
         unsafe {
