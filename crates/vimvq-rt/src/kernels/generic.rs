@@ -892,7 +892,11 @@ unsafe fn exp_nonpos_v4<S: Simd>(x: [S::V; 4]) -> [S::V; 4] {
         let x = x.map(|v| S::max(v, S::splat(EXP_LO)));
         let mut t = x;
         for j in 0..4 {
-            t[j] = S::fma(x[j], S::splat(core::f32::consts::LOG2_E), S::splat(EXP_MAGIC));
+            t[j] = S::fma(
+                x[j],
+                S::splat(core::f32::consts::LOG2_E),
+                S::splat(EXP_MAGIC),
+            );
         }
         let fx = t.map(|v| S::sub(v, S::splat(EXP_MAGIC)));
         let mut r = x;
