@@ -74,6 +74,10 @@ TUNING = [
     ("tune-seed1-3", 3, TUNED[2:] + ["--seed", "1"], "tuned settings, seed 1 (noise check)"),
     ("tune-vq4dit-seed1-3", 3, TUNED_VQ4DIT + ["--seed", "1"],
      "VQ4DiT, tuned settings, seed 1 (noise check)"),
+    # Session 3: the tuned settings with VQ4DiT's hull size (n = 2), at every width.
+    ("tune-tuned-hull2-2", 2, TUNED[2:] + ["--hull", "2"], "tuned settings, hull n = 2"),
+    ("tune-tuned-hull2-1", 1, TUNED[2:] + ["--hull", "2"], "tuned settings, hull n = 2"),
+    ("tune-tuned-hull2-3", 3, TUNED[2:] + ["--hull", "2"], "tuned settings, hull n = 2"),
 ]
 TUNING_RUNS = [(n, b, a) for n, b, a, _ in TUNING]
 
