@@ -78,6 +78,19 @@ TUNING = [
     ("tune-tuned-hull2-2", 2, TUNED[2:] + ["--hull", "2"], "tuned settings, hull n = 2"),
     ("tune-tuned-hull2-1", 1, TUNED[2:] + ["--hull", "2"], "tuned settings, hull n = 2"),
     ("tune-tuned-hull2-3", 3, TUNED[2:] + ["--hull", "2"], "tuned settings, hull n = 2"),
+    # ... and the 2-bit ablation under the tuned settings.
+    ("tune-tuned-nohull-2", 2, TUNED[2:] + ["--no-hull-update"], "tuned settings, no hull update"),
+    ("tune-tuned-noivq-2", 2, TUNED[2:] + ["--no-ivq"], "tuned settings, no IVQ"),
+    # ... and seeds 1 and 2 of the tuned ViM-VQ / VQ4DiT pair at 2 and 1 bits (noise check).
+    ("tune-seed1-2", 2, TUNED[2:] + ["--seed", "1"], "tuned settings, seed 1 (noise check)"),
+    ("tune-vq4dit-seed1-2", 2, TUNED_VQ4DIT + ["--seed", "1"],
+     "VQ4DiT, tuned settings, seed 1 (noise check)"),
+    ("tune-seed2-2", 2, TUNED[2:] + ["--seed", "2"], "tuned settings, seed 2 (noise check)"),
+    ("tune-vq4dit-seed2-2", 2, TUNED_VQ4DIT + ["--seed", "2"],
+     "VQ4DiT, tuned settings, seed 2 (noise check)"),
+    ("tune-seed1-1", 1, TUNED[2:] + ["--seed", "1"], "tuned settings, seed 1 (noise check)"),
+    ("tune-vq4dit-seed1-1", 1, TUNED_VQ4DIT + ["--seed", "1"],
+     "VQ4DiT, tuned settings, seed 1 (noise check)"),
 ]
 TUNING_RUNS = [(n, b, a) for n, b, a, _ in TUNING]
 
