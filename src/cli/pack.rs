@@ -59,6 +59,16 @@ pub enum ObjectiveArg {
     Layer,
 }
 
+/// `--codebook`: how VQ codebooks are stored.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodebookArg {
+    /// IEEE binary32
+    F32,
+    /// IEEE binary16: half the codebook bytes (each layer's codebook is rounded before the next
+    /// block calibrates on it)
+    F16,
+}
+
 /// Arguments of `vimvq pack`.
 #[derive(Args, Debug)]
 pub struct PackArgs {
@@ -128,6 +138,9 @@ pub struct PackArgs {
     /// Lloyd iterations of the k-means initialisation
     #[arg(long, value_name = "N", default_value_t = VqConfig::default().kmeans_iters as u64)]
     pub kmeans_iters: u64,
+    /// Storage type of the VQ codebooks
+    #[arg(long, value_enum, default_value_t = CodebookArg::F32)]
+    pub codebook: CodebookArg,
     /// Ablation: never replace hull members
     #[arg(long)]
     pub no_hull_update: bool,
@@ -178,6 +191,7 @@ impl PackArgs {
         o.batch = usize_of(self.batch, "batch")?;
         o.hull_update = !self.no_hull_update;
         o.ivq = !self.no_ivq;
+        o.codebook_f16 = self.codebook == CodebookArg::F16;
         let v = &mut o.vq;
         v.steps = usize_of(self.steps, "steps")?;
         v.hull = usize_of(self.hull, "hull")?;
@@ -599,14 +613,19 @@ pub fn run(a: PackArgs) -> Result<()> {
             Objective::Layer => "layer objective",
         });
     print_line(&format!(
-        "wrote {}: {} k={k} d={d} ({objective}), {} weights at {:.2} bits ({:.2} incl. f32 codebooks, {:.2} with f16); \
+        "wrote {}: {} k={k} d={d} ({objective}), {} weights at {:.2} bits ({:.2} incl. {} codebooks{}); \
          {} calibration images ({} skipped); {:.1} s; {} bytes",
         a.output.display(),
         opts.method.name(),
         report.quantized_weights,
         report.bits_per_weight(),
         report.true_bits_per_weight,
-        report.true_bits_per_weight_f16,
+        if opts.codebook_f16 { "f16" } else { "f32" },
+        if opts.codebook_f16 {
+            String::new()
+        } else {
+            format!(", {:.2} with --codebook f16", report.true_bits_per_weight_f16)
+        },
         calib.images.len(),
         calib.skipped.len(),
         seconds,
@@ -659,6 +678,10 @@ mod tests {
             (o.vq.k, o.vq.d, o.rtn_bits, o.ivq, o.hull_update),
             (16, 2, 2, false, false)
         );
+        assert!(!o.codebook_f16);
+        let o = parse(&["--codebook", "f16"]).unwrap().options().unwrap();
+        assert!(o.codebook_f16);
+        assert!(parse(&["--codebook", "f8"]).is_err());
         assert!(parse(&["--bits", "2", "--k", "16", "--d", "2"]).is_err());
         assert!(parse(&["--k", "16"]).is_err());
         assert!(parse(&["--bits", "4"]).is_err());

@@ -97,6 +97,7 @@ fn model_with(
                     indices: (0..rows * cols.div_ceil(d))
                         .map(|_| rng.below(k) as u32)
                         .collect(),
+                    codebook_f16: false,
                 },
                 _ => TensorData::F32((0..rows * cols).map(|_| rng.f32()).collect()),
             };
@@ -287,6 +288,7 @@ fn round_trip_preserves_everything() {
                             k,
                             d,
                             indices,
+                            codebook_f16: false,
                         },
                         Weight::Vq(vq),
                     ) => {
@@ -459,6 +461,7 @@ fn writer_rejects_invalid_models() {
             k: 4,
             d: 1,
             indices: vec![0; 12],
+            codebook_f16: false,
         };
     });
     assert!(matches!(e, WriteError::VqNotAllowed(_)), "{e}");
@@ -487,6 +490,7 @@ fn writer_rejects_invalid_models() {
                 k,
                 d,
                 indices: vec![0; rows * cols.div_ceil(d.max(1))],
+                codebook_f16: false,
             };
         });
         assert!(matches!(e, WriteError::VqParams { .. }), "k={k} d={d}: {e}");
@@ -1171,4 +1175,18 @@ fn f16_codebook_files_are_read() {
         logits
     };
     assert_eq!(run(&model), run(&model32));
+    // The writer's own f16 output of the same (f16-exact) codebook is the hand-made file, byte
+    // for byte; a value beyond f16's range is refused.
+    let mut m16 = m32.clone();
+    if let TensorData::Vq { codebook_f16, .. } = &mut m16.tensors.last_mut().unwrap().data {
+        *codebook_f16 = true;
+    }
+    assert_eq!(to_bytes(&m16).unwrap(), b);
+    if let TensorData::Vq { codebook, .. } = &mut m16.tensors.last_mut().unwrap().data {
+        codebook[5] = 1e6;
+    }
+    assert!(matches!(
+        to_bytes(&m16),
+        Err(WriteError::F16Range { position: 5, .. })
+    ));
 }

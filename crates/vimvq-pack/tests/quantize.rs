@@ -6,12 +6,15 @@
 //! CLI in `tests/pack_cli.rs` at the workspace root.
 
 use vimvq_pack::calib::{BlockDims, BlockParams};
+use vimvq_pack::format::writer::to_bytes;
 use vimvq_pack::format::{PackedModel, PackedTensor, TensorData};
 use vimvq_pack::quantize::{
     quantize, Objective, ProgressEvent, QuantMethod, QuantOptions, Report, QUANT_ROLES,
 };
 use vimvq_pack::vq::rng::SplitMix64;
-use vimvq_rt::format::Role;
+use vimvq_rt::format::{AlignedBytes, Role};
+use vimvq_rt::kernels::f16_to_f32;
+use vimvq_rt::model::{Codebook, Model, Weight};
 use vimvq_rt::{Preprocess, VimConfig};
 
 /// D = 32, depth 2, 16×16 RGB input, patch 4 → 16 patches, L = 17; E = 64, N = 8, R = 2.
@@ -152,6 +155,7 @@ fn every_quantized_tensor_is_vq_with_valid_indices() {
                     k,
                     d,
                     indices,
+                    codebook_f16: false,
                 } = &t.data
                 else {
                     panic!("{method:?}: {:?} of layer {} is not VQ", t.role, t.layer)
@@ -180,6 +184,66 @@ fn every_quantized_tensor_is_vq_with_valid_indices() {
                 "{l:?}"
             );
             assert!(l.rel_output_error.is_finite() && l.rel_output_error >= 0.0);
+        }
+    }
+}
+
+#[test]
+fn f16_codebooks_are_the_rounded_f32_ones_and_the_file_stores_them_as_f16() {
+    let calib = images(8);
+    // k-means has no calibration, so rounding at the end of each layer is the only difference.
+    let o32 = opts(QuantMethod::KMeans, Objective::Block);
+    let o16 = QuantOptions {
+        codebook_f16: true,
+        ..o32.clone()
+    };
+    let ((q32, r32), (q16, r16)) = (run(&o32, &calib), run(&o16, &calib));
+    let mut vq = 0;
+    for (a, b) in q32.tensors.iter().zip(&q16.tensors) {
+        match (&a.data, &b.data) {
+            (
+                TensorData::Vq {
+                    codebook: c32,
+                    indices: i32,
+                    codebook_f16: false,
+                    ..
+                },
+                TensorData::Vq {
+                    codebook: c16,
+                    indices: i16,
+                    codebook_f16: true,
+                    ..
+                },
+            ) => {
+                assert_eq!(i32, i16);
+                let rounded: Vec<f32> = c32
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v).to_f32())
+                    .collect();
+                assert_eq!(&rounded, c16);
+                vq += 1;
+            }
+            (x, y) => assert_eq!(x, y),
+        }
+    }
+    assert!(vq > 0);
+    // The report counts the codebooks as stored.
+    assert_eq!(r16.true_bits_per_weight, r32.true_bits_per_weight_f16);
+    assert!(r16.true_bits_per_weight < r32.true_bits_per_weight);
+    // The file holds f16 codebooks (half the bytes), and the runtime reads back these values.
+    let (b32, b16) = (to_bytes(&q32).unwrap(), to_bytes(&q16).unwrap());
+    assert!(b16.len() < b32.len());
+    let a16 = AlignedBytes::from_slice(&b16);
+    let m = Model::parse(&a16).unwrap();
+    for t in &q16.tensors {
+        if let (TensorData::Vq { codebook, .. }, Some(Weight::Vq(w))) =
+            (&t.data, m.weight(t.role, t.layer))
+        {
+            let Codebook::F16(h) = w.codebook else {
+                panic!("{:?}: not stored as f16", t.role)
+            };
+            let back: Vec<f32> = h.iter().map(|x| f16_to_f32(*x)).collect();
+            assert_eq!(&back, codebook);
         }
     }
 }

@@ -76,12 +76,13 @@ fn vq_layer_dequantizes_its_indices_and_fills_the_file_record() {
         vec![1.0, 2.0, 5.0, 6.0, 3.0, 5.0, 6.0, 5.0, 6.0, 1.0]
     );
     assert!((layer.bits_per_weight() - 3f64.log2() / 2.0).abs() < 1e-12);
-    match layer.into_tensor_data() {
+    match layer.into_tensor_data(false) {
         TensorData::Vq {
             k,
             d,
             indices,
             codebook,
+            codebook_f16: false,
         } => {
             assert_eq!((k, d, indices.len(), codebook.len()), (3, 2, 6, 6));
         }

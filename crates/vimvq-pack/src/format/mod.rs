@@ -21,6 +21,9 @@ pub enum TensorData {
         d: usize,
         /// `rows × ceil(cols / d)` indices, row-major, each `< k`.
         indices: Vec<u32>,
+        /// Store the codebook as IEEE binary16 (the writer rounds each value to nearest and
+        /// rejects one beyond ±65504); `false`: f32.
+        codebook_f16: bool,
     },
 }
 

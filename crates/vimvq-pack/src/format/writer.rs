@@ -3,7 +3,7 @@
 //! The output is canonical, hence deterministic: tensors in [`Role::table_index`] order, every
 //! data range at the next 64-byte boundary (a VQ tensor's indices, then its codebook), zero
 //! padding, no timestamps. Indices are stored as u8 when `k ≤ 256`, else u16, in the
-//! [`IndexLayout::Rows16`] order the kernels read; codebooks as f32.
+//! [`IndexLayout::Rows16`] order the kernels read; codebooks as f32 or, when asked, f16.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vimvq_rt::format::{
     align_up, check_preprocess, crc32, meta_crc32, ConfigRecord, FileHeader, FormatError, Role,
-    TensorName, TensorRecord, CONFIG_OFFSET, DTYPE_F32, FEATURE_ROWS16_LAYOUT, FEATURE_VQ,
-    KIND_DENSE, KIND_VQ, LAYOUT_ROWS16, MAGIC, MAX_D, MAX_K, TABLE_OFFSET, VERSION_MAJOR,
-    VERSION_MINOR,
+    TensorName, TensorRecord, CONFIG_OFFSET, DTYPE_F16, DTYPE_F32, FEATURE_F16_CODEBOOK,
+    FEATURE_ROWS16_LAYOUT, FEATURE_VQ, KIND_DENSE, KIND_VQ, LAYOUT_ROWS16, MAGIC, MAX_D, MAX_K,
+    TABLE_OFFSET, VERSION_MAJOR, VERSION_MINOR,
 };
 use vimvq_rt::kernels::IndexLayout;
 use vimvq_rt::{ConfigError, Interpolation, VimConfig};
@@ -72,6 +72,16 @@ pub enum WriteError {
         len: usize,
         /// Required length.
         expected: usize,
+    },
+    /// A codebook value that f16 storage cannot hold (beyond ±65504).
+    #[error("tensor {name}: codebook value {value} at {position} does not fit in f16")]
+    F16Range {
+        /// The tensor.
+        name: TensorName,
+        /// Its position in the codebook.
+        position: usize,
+        /// The value.
+        value: f32,
     },
     /// VQ storage on a role that is not a linear weight.
     #[error("tensor {0}: vector quantization is only allowed on linear weights")]
@@ -195,6 +205,7 @@ fn check_tensor(c: &VimConfig, t: &PackedTensor, name: TensorName) -> Result<(),
             k,
             d,
             indices,
+            codebook_f16,
         } => {
             if !t.role.is_linear() {
                 return Err(WriteError::VqNotAllowed(name));
@@ -208,6 +219,18 @@ fn check_tensor(c: &VimConfig, t: &PackedTensor, name: TensorName) -> Result<(),
             let n_idx = er * ec.div_ceil(*d);
             if indices.len() != n_idx {
                 return Err(len_err("indices", indices.len(), n_idx));
+            }
+            if *codebook_f16 {
+                if let Some(position) = codebook
+                    .iter()
+                    .position(|v| v.is_finite() && !half::f16::from_f32(*v).is_finite())
+                {
+                    return Err(WriteError::F16Range {
+                        name,
+                        position,
+                        value: codebook[position],
+                    });
+                }
             }
             if let Some((position, &index)) =
                 indices.iter().enumerate().find(|(_, i)| **i as usize >= *k)
@@ -319,11 +342,22 @@ pub fn to_bytes(model: &PackedModel) -> Result<Vec<u8>, WriteError> {
                 record.data_bytes = v.len() as u64 * 4;
                 cursor = record.data_offset + record.data_bytes;
             }
-            TensorData::Vq { codebook, k, d, .. } => {
+            TensorData::Vq {
+                codebook,
+                k,
+                d,
+                codebook_f16,
+                ..
+            } => {
                 required |= FEATURE_VQ;
                 let wide = *k > 256;
                 record.kind = KIND_VQ;
-                record.codebook_dtype = DTYPE_F32;
+                record.codebook_dtype = if *codebook_f16 {
+                    required |= FEATURE_F16_CODEBOOK;
+                    DTYPE_F16
+                } else {
+                    DTYPE_F32
+                };
                 record.index_bits = if wide { 16 } else { 8 };
                 required |= FEATURE_ROWS16_LAYOUT;
                 record.index_layout = LAYOUT_ROWS16;
@@ -333,7 +367,7 @@ pub fn to_bytes(model: &PackedModel) -> Result<Vec<u8>, WriteError> {
                 let stored = IndexLayout::Rows16.len(t.rows, t.cols.div_ceil(*d));
                 record.data_bytes = stored as u64 * if wide { 2 } else { 1 };
                 record.codebook_offset = align(record.data_offset + record.data_bytes)?;
-                record.codebook_bytes = codebook.len() as u64 * 4;
+                record.codebook_bytes = codebook.len() as u64 * if *codebook_f16 { 2 } else { 4 };
                 cursor = record.codebook_offset + record.codebook_bytes;
             }
         }
@@ -384,7 +418,13 @@ pub fn to_bytes(model: &PackedModel) -> Result<Vec<u8>, WriteError> {
                 }
                 let cb = &mut buf
                     [r.codebook_offset as usize..(r.codebook_offset + r.codebook_bytes) as usize];
-                put_f32(cb, codebook);
+                if r.codebook_dtype == DTYPE_F16 {
+                    for (o, v) in cb.chunks_exact_mut(2).zip(codebook) {
+                        o.copy_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes());
+                    }
+                } else {
+                    put_f32(cb, codebook);
+                }
             }
         }
     }

@@ -168,6 +168,9 @@ pub struct QuantOptions {
     pub ivq: bool,
     /// Bits of the `rtn` baseline. Default 2.
     pub rtn_bits: u32,
+    /// Store VQ codebooks as f16 (`--codebook f16`): each layer's codebook is rounded when the
+    /// layer is final, before the next block calibrates on it. Default false (f32).
+    pub codebook_f16: bool,
 }
 
 impl Default for QuantOptions {
@@ -180,6 +183,7 @@ impl Default for QuantOptions {
             hull_update: true,
             ivq: true,
             rtn_bits: 2,
+            codebook_f16: false,
         }
     }
 }
@@ -549,10 +553,18 @@ pub fn quantize(
                     },
                     progress,
                 )?;
-                for (role, layer) in QUANT_ROLES.iter().zip(trained.layers) {
+                for (role, mut layer) in QUANT_ROLES.iter().zip(trained.layers) {
+                    if opts.codebook_f16 {
+                        layer.round_codebook_f16();
+                    }
                     let w_hat = layer.dequantize();
                     let bits = vq_bits(&layer);
-                    results.push((*role, layer.into_tensor_data(), w_hat, bits));
+                    results.push((
+                        *role,
+                        layer.into_tensor_data(opts.codebook_f16),
+                        w_hat,
+                        bits,
+                    ));
                 }
                 for (&(_, brole), v) in BIAS_ROLES.iter().zip(&trained.biases) {
                     set(&mut params_q, brole, v);
@@ -578,11 +590,20 @@ pub fn quantize(
             }
             (m, _) => {
                 for (role, obj) in QUANT_ROLES.iter().zip(&objectives) {
-                    let lr = quantize_layer(obj, &vq, vq_method(m))
-                        .map_err(|e| QuantError::layer(b, *role, e))?;
-                    let w_hat = lr.layer.dequantize();
-                    let bits = vq_bits(&lr.layer);
-                    results.push((*role, lr.layer.into_tensor_data(), w_hat, bits));
+                    let mut layer = quantize_layer(obj, &vq, vq_method(m))
+                        .map_err(|e| QuantError::layer(b, *role, e))?
+                        .layer;
+                    if opts.codebook_f16 {
+                        layer.round_codebook_f16();
+                    }
+                    let w_hat = layer.dequantize();
+                    let bits = vq_bits(&layer);
+                    results.push((
+                        *role,
+                        layer.into_tensor_data(opts.codebook_f16),
+                        w_hat,
+                        bits,
+                    ));
                 }
             }
         }
@@ -622,7 +643,13 @@ pub fn quantize(
     }
     let nw = n_weights.max(1) as f64;
     report.quantized_weights = n_weights;
-    report.true_bits_per_weight = (bits_idx + bits_cb32) / nw;
+    // As stored: f16 or f32 codebooks.
+    let bits_cb = if opts.codebook_f16 {
+        bits_cb16
+    } else {
+        bits_cb32
+    };
+    report.true_bits_per_weight = (bits_idx + bits_cb) / nw;
     report.true_bits_per_weight_f16 = (bits_idx + bits_cb16) / nw;
     let train: f64 = report.blocks.iter().map(|s| s.train_seconds).sum();
     let img_steps: usize = report
@@ -684,6 +711,7 @@ pub fn logits(
                 k,
                 d,
                 indices,
+                ..
             } => VqLayer {
                 rows: t.rows,
                 cols: t.cols,

@@ -65,8 +65,8 @@ pub struct Report {
     pub threads: usize,
     /// Weights in the quantized layers.
     pub quantized_weights: usize,
-    /// Bits per weight of the quantized layers including codebooks as the file stores them (f32);
-    /// RTN: `b` bits per weight plus an f16 min and step per row.
+    /// Bits per weight of the quantized layers including codebooks as the file stores them (f32,
+    /// or f16 with `--codebook f16`); RTN: `b` bits per weight plus an f16 min and step per row.
     pub true_bits_per_weight: f64,
     /// The same with f16 codebooks.
     pub true_bits_per_weight_f16: f64,
@@ -138,7 +138,11 @@ impl Report {
             "bits_per_weight": self.bits_per_weight(),
             "true_bits_per_weight": self.true_bits_per_weight,
             "true_bits_per_weight_f16": self.true_bits_per_weight_f16,
-            "codebook_dtype": if o.method == QuantMethod::Rtn { "none" } else { "f32" },
+            "codebook_dtype": match (o.method, o.codebook_f16) {
+                (QuantMethod::Rtn, _) => "none",
+                (_, true) => "f16",
+                (_, false) => "f32",
+            },
             "quantized_weights": self.quantized_weights,
             "calib_images": self.calib_images,
             "seconds": self.seconds,

@@ -410,13 +410,22 @@ impl VqLayer {
         out
     }
 
-    /// The file representation.
-    pub fn into_tensor_data(self) -> TensorData {
+    /// Rounds every codeword value to the nearest IEEE binary16 value (kept as f32), so that an
+    /// f16 file stores exactly this layer.
+    pub fn round_codebook_f16(&mut self) {
+        for v in &mut self.codebook {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
+
+    /// The file representation, with an f16 or f32 codebook.
+    pub fn into_tensor_data(self, codebook_f16: bool) -> TensorData {
         TensorData::Vq {
             codebook: self.codebook,
             k: self.k,
             d: self.d,
             indices: self.indices,
+            codebook_f16,
         }
     }
 

@@ -184,6 +184,7 @@ pub fn random_vq(
         k,
         d,
         indices,
+        codebook_f16: false,
     }
 }
 
