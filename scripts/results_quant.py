@@ -92,6 +92,22 @@ TUNING = [
     ("tune-vq4dit-seed1-1", 1, TUNED_VQ4DIT + ["--seed", "1"],
      "VQ4DiT, tuned settings, seed 1 (noise check)"),
 ]
+# ... and seeds 1 and 2 of each single ablation under the tuned settings at 2 bits.
+TUNING.append(("tune-tuned-hull2-noivq-2", 2, TUNED[2:] + ["--hull", "2", "--no-ivq"],
+               "tuned settings, hull n = 2, no IVQ (= VQ4DiT + hull update)"))
+for _seed in ("0", "1"):
+    TUNING.append((f"tune-tuned-hull2-noivq-seed{_seed}-1", 1,
+                   TUNED[2:] + ["--hull", "2", "--no-ivq", "--seed", _seed],
+                   f"tuned settings, hull n = 2, no IVQ, seed {_seed}"))
+for _seed in ("1", "2"):
+    TUNING.append((f"tune-tuned-hull2-noivq-seed{_seed}-2", 2,
+                   TUNED[2:] + ["--hull", "2", "--no-ivq", "--seed", _seed],
+                   f"tuned settings, hull n = 2, no IVQ, seed {_seed}"))
+    for _tag, _args, _label in (("hull2", ["--hull", "2"], "hull n = 2"),
+                                ("nohull", ["--no-hull-update"], "no hull update"),
+                                ("noivq", ["--no-ivq"], "no IVQ")):
+        TUNING.append((f"tune-tuned-{_tag}-seed{_seed}-2", 2, TUNED[2:] + _args + ["--seed", _seed],
+                       f"tuned settings, {_label}, seed {_seed}"))
 TUNING_RUNS = [(n, b, a) for n, b, a, _ in TUNING]
 
 
