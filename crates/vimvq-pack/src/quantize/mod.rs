@@ -379,6 +379,17 @@ impl<'a> Tensors<'a> {
 /// One quantized layer: role, stored data, dequantized weight, bits (see [`vq_bits`]).
 type Quantized = (Role, TensorData, Vec<f32>, (f64, f64, f64));
 
+/// A final VQ layer as the file stores it (codebook rounded to f16 when `f16`), its dequantized
+/// weight and its [`vq_bits`].
+fn stored_layer(mut layer: VqLayer, f16: bool) -> (TensorData, Vec<f32>, (f64, f64, f64)) {
+    if f16 {
+        layer.round_codebook_f16();
+    }
+    let w_hat = layer.dequantize();
+    let bits = vq_bits(&layer);
+    (layer.into_tensor_data(f16), w_hat, bits)
+}
+
 /// Bits of a stored layer: `(index bits, codebook bits with f32, codebook bits with f16)`.
 fn vq_bits(l: &VqLayer) -> (f64, f64, f64) {
     let idx = (l.k as f64).log2() * l.indices.len() as f64;
@@ -553,18 +564,9 @@ pub fn quantize(
                     },
                     progress,
                 )?;
-                for (role, mut layer) in QUANT_ROLES.iter().zip(trained.layers) {
-                    if opts.codebook_f16 {
-                        layer.round_codebook_f16();
-                    }
-                    let w_hat = layer.dequantize();
-                    let bits = vq_bits(&layer);
-                    results.push((
-                        *role,
-                        layer.into_tensor_data(opts.codebook_f16),
-                        w_hat,
-                        bits,
-                    ));
+                for (role, layer) in QUANT_ROLES.iter().zip(trained.layers) {
+                    let (data, w_hat, bits) = stored_layer(layer, opts.codebook_f16);
+                    results.push((*role, data, w_hat, bits));
                 }
                 for (&(_, brole), v) in BIAS_ROLES.iter().zip(&trained.biases) {
                     set(&mut params_q, brole, v);
@@ -590,20 +592,10 @@ pub fn quantize(
             }
             (m, _) => {
                 for (role, obj) in QUANT_ROLES.iter().zip(&objectives) {
-                    let mut layer = quantize_layer(obj, &vq, vq_method(m))
-                        .map_err(|e| QuantError::layer(b, *role, e))?
-                        .layer;
-                    if opts.codebook_f16 {
-                        layer.round_codebook_f16();
-                    }
-                    let w_hat = layer.dequantize();
-                    let bits = vq_bits(&layer);
-                    results.push((
-                        *role,
-                        layer.into_tensor_data(opts.codebook_f16),
-                        w_hat,
-                        bits,
-                    ));
+                    let lr = quantize_layer(obj, &vq, vq_method(m))
+                        .map_err(|e| QuantError::layer(b, *role, e))?;
+                    let (data, w_hat, bits) = stored_layer(lr.layer, opts.codebook_f16);
+                    results.push((*role, data, w_hat, bits));
                 }
             }
         }
