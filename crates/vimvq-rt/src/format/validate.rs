@@ -289,7 +289,10 @@ fn check_tensor(
             let groups = cols.div_ceil(u64::from(rec.d));
             let stored_rows = match layout {
                 IndexLayout::RowMajor => rows,
-                IndexLayout::Rows16 => rows.div_ceil(16) * 16,
+                // IndexLayout::len in u64 (rows · groups may exceed a 32-bit usize).
+                IndexLayout::Rows16 => {
+                    rows.div_ceil(IndexLayout::BLOCK as u64) * IndexLayout::BLOCK as u64
+                }
             };
             cursor.take(
                 RangeKind::Data,
