@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use image::{DynamicImage, ImageReader};
 use vimvq_rt::preprocess::{ImageRef, PixelFormat};
 
-/// File extensions `eval` picks up (compared case-insensitively), as in cli.md.
+/// File extensions `eval` picks up (compared case-insensitively), as listed in docs/CLI.md.
 pub const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
 
 /// True if `path` has one of [`EXTENSIONS`].
@@ -51,9 +51,9 @@ impl Decoded {
 /// * 16-bit files are reduced to 8 bits by the `image` crate (PIL has no exact equivalent).
 pub fn decode(path: &Path) -> Result<Decoded> {
     let reader = ImageReader::open(path)
-        .map_err(|e| crate::cli::io_error(path, &e))?
+        .map_err(|e| crate::io_error::io_error(path, &e))?
         .with_guessed_format()
-        .map_err(|e| crate::cli::io_error(path, &e))?;
+        .map_err(|e| crate::io_error::io_error(path, &e))?;
     if reader.format().is_none() {
         return Err(anyhow!(
             "{}: not a supported image (expected {})",

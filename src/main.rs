@@ -1,12 +1,13 @@
 //! `vimvq`: compress Vision Mamba classifiers with vector quantization and run them on CPUs.
 //!
-//! The command line is a public contract (`shared/spec/cli.md`): command names, flags and JSON
+//! The command line is a public contract (`docs/CLI.md`): command names, flags and JSON
 //! fields are only ever added, never renamed. Every failure prints exactly one line,
 //! `error: …`, on stderr and exits with status 1 (usage errors: status 2); nothing panics on
 //! user input and no partial output file is left behind.
 
 mod cli;
 mod image_io;
+mod io_error;
 mod npy;
 
 use std::process::ExitCode;

@@ -16,7 +16,7 @@ pub struct Batch {
 /// (with or without a leading batch axis). The whole file is read first, so a header that
 /// claims more data than the file holds is an error, not a huge allocation.
 pub fn read_batch(path: &Path, channels: usize, side: usize) -> Result<Batch> {
-    let bytes = std::fs::read(path).map_err(|e| crate::cli::io_error(path, &e))?;
+    let bytes = std::fs::read(path).map_err(|e| crate::io_error::io_error(path, &e))?;
     let file = NpyFile::new(&bytes[..])
         .map_err(|e| anyhow!("{}: not a .npy file: {e}", path.display()))?;
     let shape: Vec<u64> = file.shape().to_vec();

@@ -12,9 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use vimvq_pack::format::writer::{to_bytes, write_file};
+use vimvq_pack::format::writer::write_file;
 use vimvq_pack::import::{self, ModelOptions};
-use vimvq_rt::format::{AlignedBytes, ModelFile};
+use vimvq_rt::format::{to_bytes, AlignedBytes, ModelFile};
 use vimvq_rt::forward::infer;
 use vimvq_rt::model::Model;
 

@@ -6,7 +6,7 @@
 //! each op, and since every interval of a run is attributed to exactly one op the ops sum to the
 //! mean latency (`latency_ms.mean`) up to the clock reads.
 //!
-//! JSON (cli.md): `{"threads", "iters", "latency_ms": {"min", "median", "p90", "max", "mean"},
+//! JSON (docs/CLI.md): `{"threads", "iters", "latency_ms": {"min", "median", "p90", "max", "mean"},
 //! "ops_ms": {"patch_embed", …, "head"}, "peak_rss_bytes", "model_bytes", "scratch_bytes",
 //! "warmup", "input_bytes"}`. `peak_rss_bytes` is the process's `VmHWM` (Linux; 0 elsewhere):
 //! with a memory-mapped model it counts only the model pages actually touched.
@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use serde::Serialize;
+use vimvq_pack::quantize::peak_rss_bytes;
 use vimvq_rt::forward::{self, InferOptions, Op, OpTimer};
 
 use super::{open_model, parse_model, print_line, threads_parser};
@@ -38,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub warmup: u64,
-    /// Print JSON (cli.md) instead of text
+    /// Print JSON (fields in docs/CLI.md) instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -90,18 +91,6 @@ struct Report {
     scratch_bytes: usize,
     warmup: u64,
     input_bytes: usize,
-}
-
-/// Peak resident set size (`VmHWM` of /proc/self/status), 0 if unavailable.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Nearest-rank quantile of sorted values.

@@ -32,7 +32,7 @@ pub struct EvalArgs {
     /// Images classified in parallel (one model context per thread)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_parser())]
     pub threads: usize,
-    /// Print JSON (cli.md) instead of text
+    /// Print JSON (fields in docs/CLI.md) instead of text
     #[arg(long)]
     pub json: bool,
     /// Also run this (usually the f32) model on every image and report the fidelity against it:

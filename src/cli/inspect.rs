@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use vimvq_pack::import::{self, config::schema_names, infer_config, torch_shape};
 use vimvq_rt::format::{Role, MAGIC};
-use vimvq_rt::model::{Codebook, Indices, Model, TensorKind, VqMatrix, Weight};
+use vimvq_rt::model::{Model, TensorKind, Weight};
 use vimvq_rt::{Interpolation, VimConfig};
 
 use super::{io_error, open_model, parse_model, print_line};
@@ -20,7 +20,7 @@ pub struct InspectArgs {
     /// A .vimvq model, or a .pth / .safetensors checkpoint (detected from the content)
     #[arg(value_name = "MODEL.vimvq|CHECKPOINT")]
     pub path: PathBuf,
-    /// Print JSON (cli.md) instead of text
+    /// Print JSON (fields in docs/CLI.md) instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -80,34 +80,6 @@ pub fn outlier_stats(name: String, w: &[f32]) -> Outliers {
         excess_kurtosis: kurt,
         share_above_6sigma: share,
     }
-}
-
-/// Dense row-major values of a VQ matrix (`W[r, c·d + j] = codeword[idx[r·g + c]][j]`).
-pub fn decode_vq(m: &VqMatrix<'_>) -> Result<Vec<f32>> {
-    let g = m.groups_per_row();
-    let mut out = vec![0f32; m.rows * m.cols];
-    for r in 0..m.rows {
-        for c in 0..g {
-            let pos = m.layout.offset(r, c, g);
-            let idx = match m.indices {
-                Indices::U8(v) => v.get(pos).map(|&i| i as usize),
-                Indices::U16(v) => v.get(pos).map(|&i| i as usize),
-            }
-            .ok_or_else(|| anyhow!("VQ index table too short"))?;
-            let start = c * m.d;
-            let len = m.d.min(m.cols - start);
-            for j in 0..len {
-                let at = idx * m.d + j;
-                let v = match m.codebook {
-                    Codebook::F32(cb) => cb.get(at).copied(),
-                    Codebook::F16(cb) => cb.get(at).map(|&h| vimvq_rt::kernels::f16_to_f32(h)),
-                }
-                .ok_or_else(|| anyhow!("VQ index {idx} outside the codebook"))?;
-                out[r * m.cols + start + j] = v;
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn config_json(c: &VimConfig) -> Value {
@@ -280,7 +252,11 @@ fn interpolation_name(i: Interpolation) -> &'static str {
 fn weights(model: &Model<'_>, role: Role, layer: usize) -> Result<Vec<f32>> {
     match model.weight(role, layer) {
         Some(Weight::Dense(v)) => Ok(v.to_vec()),
-        Some(Weight::Vq(m)) => decode_vq(&m),
+        Some(Weight::Vq(m)) => {
+            let mut out = vec![0f32; m.rows * m.cols];
+            vimvq_rt::kernels::scalar::vq_decode_rows_f32(&m, 0, m.rows, &mut out);
+            Ok(out)
+        }
         None => Err(anyhow!("not stored")),
     }
 }
@@ -336,7 +312,6 @@ fn inspect_checkpoint(path: &Path) -> Result<(Value, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vimvq_rt::model::IndexLayout;
 
     #[test]
     fn gaussian_like_stats() {
@@ -353,21 +328,5 @@ mod tests {
         w[7] = 100.0;
         let s = outlier_stats("y".into(), &w);
         assert!(s.max_abs_over_std > 30.0 && s.share_above_6sigma == 0.001);
-    }
-
-    #[test]
-    fn vq_decode_truncates_last_group() {
-        let cb = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let idx = [2u8, 0, 1, 1];
-        let m = VqMatrix {
-            rows: 2,
-            cols: 3,
-            k: 3,
-            d: 2,
-            codebook: Codebook::F32(&cb),
-            indices: Indices::U8(&idx),
-            layout: IndexLayout::RowMajor,
-        };
-        assert_eq!(decode_vq(&m).unwrap(), vec![5.0, 6.0, 1.0, 3.0, 4.0, 3.0]);
     }
 }

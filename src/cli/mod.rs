@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+pub use crate::io_error::io_error;
 use vimvq_rt::format::ModelFile;
 use vimvq_rt::model::Model;
 
@@ -43,7 +44,7 @@ impl From<InterpolationArg> for vimvq_rt::Interpolation {
     }
 }
 
-/// The MODEL OPTIONS of cli.md (`import`, `pack`): override the checkpoint's metadata.
+/// The model options of `import` and `pack` (docs/CLI.md): override the checkpoint's metadata.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ModelOptionArgs {
     /// Input side in pixels [default: from the checkpoint, else 224]
@@ -173,15 +174,6 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     }
     let _ = writeln!(std::io::stderr().lock(), "error: {msg} (see --help)");
     ExitCode::from(2)
-}
-
-/// `path: reason` for an I/O error, with "no such file" for the common case.
-pub fn io_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("{}: no such file", path.display()),
-        std::io::ErrorKind::PermissionDenied => anyhow!("{}: permission denied", path.display()),
-        _ => anyhow!("{}: {e}", path.display()),
-    }
 }
 
 /// Opens a `.vimvq` file with the memory-mapping, 64-byte-aligned loader.

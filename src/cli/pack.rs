@@ -13,11 +13,12 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use vimvq_pack::format::{writer, PackedModel};
+use vimvq_pack::format::writer;
 use vimvq_pack::import;
 use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
 use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
+use vimvq_rt::format::{to_bytes, PackedModel};
 use vimvq_rt::preprocess::Plan;
 
 use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};
@@ -367,7 +368,7 @@ fn evaluate(
     let err = |e: vimvq_pack::quantize::QuantError| anyhow!("--eval: {e}");
     // Cache key: the f32 model's canonical bytes and the image list.
     let key = {
-        let mut k = writer::to_bytes(f32_model).map_err(|e| anyhow!("--eval: {e}"))?;
+        let mut k = to_bytes(f32_model).map_err(|e| anyhow!("--eval: {e}"))?;
         for &i in &picked {
             k.extend_from_slice(all[i].path.as_os_str().as_encoded_bytes());
             k.push(0);
@@ -565,7 +566,7 @@ pub fn run(a: PackArgs) -> Result<()> {
     };
     drop(f32_model);
 
-    let bytes = writer::to_bytes(&q).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
+    let bytes = to_bytes(&q).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     let mut json = report.to_json();
     if let Some(obj) = json.as_object_mut() {

@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// Threads per inference (layers split across them; results are identical for any count)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_parser())]
     pub threads: usize,
-    /// Print JSON (cli.md) instead of text
+    /// Print JSON (fields in docs/CLI.md) instead of text
     #[arg(long)]
     pub json: bool,
 }

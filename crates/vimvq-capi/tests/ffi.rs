@@ -16,7 +16,7 @@ fn model_bytes() -> Vec<u8> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../vimvq-pack/tests/data/tiny.safetensors");
     let ck = vimvq_pack::import::load(&ck, None).unwrap();
     let packed = vimvq_pack::import::to_packed(&ck, &Default::default()).unwrap();
-    vimvq_pack::format::writer::to_bytes(&packed).unwrap()
+    vimvq_rt::format::to_bytes(&packed).unwrap()
 }
 
 fn model_path() -> PathBuf {

@@ -7,9 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use vimvq_pack::format::writer::{to_bytes, write_file, WriteError};
-use vimvq_pack::format::{PackedModel, PackedTensor, TensorData};
-use vimvq_rt::format::{AlignedBytes, FormatError, RangeKind, Role, TensorProblem};
+use vimvq_pack::format::writer::{write_file, WriteFileError};
+use vimvq_rt::format::{
+    to_bytes, AlignedBytes, FormatError, PackedModel, PackedTensor, RangeKind, Role, TensorData,
+    TensorProblem, WriteError,
+};
 use vimvq_rt::model::{CodebookDtype, Model, ParseOptions, TensorKind, Weight};
 use vimvq_rt::{ConfigError, Interpolation, Preprocess, VimConfig};
 
@@ -587,14 +589,14 @@ fn write_file_is_atomic_and_leaves_no_temp_file() {
     std::fs::create_dir(&blocker).unwrap();
     std::fs::write(blocker.join("keep"), b"x").unwrap();
     let e = write_file(&m, &blocker).unwrap_err();
-    assert!(matches!(e, WriteError::Io(_)), "{e}");
+    assert!(matches!(e, WriteFileError::Io(_)), "{e}");
     assert_eq!(listing(&dir), vec!["blocked.vimvq", "model.vimvq"]);
     assert_eq!(listing(&blocker), vec!["keep"]);
 
     // Missing folder: plain I/O error, nothing created.
     assert!(matches!(
         write_file(&m, &dir.join("nope/x.vimvq")),
-        Err(WriteError::Io(_))
+        Err(WriteFileError::Io(_))
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,9 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use vimvq_pack::format::TensorData;
 use vimvq_pack::import::{self, Checkpoint, HostTensor, ImportError, ModelOptions};
-use vimvq_rt::format::Role;
+use vimvq_rt::format::{Role, TensorData};
 use vimvq_rt::{Interpolation, Preprocess, VimConfig};
 
 fn data(name: &str) -> PathBuf {

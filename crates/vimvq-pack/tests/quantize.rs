@@ -6,13 +6,11 @@
 //! CLI in `tests/pack_cli.rs` at the workspace root.
 
 use vimvq_pack::calib::{BlockDims, BlockParams};
-use vimvq_pack::format::writer::to_bytes;
-use vimvq_pack::format::{PackedModel, PackedTensor, TensorData};
 use vimvq_pack::quantize::{
     quantize, Objective, ProgressEvent, QuantMethod, QuantOptions, Report, QUANT_ROLES,
 };
 use vimvq_pack::vq::rng::SplitMix64;
-use vimvq_rt::format::{AlignedBytes, Role};
+use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::kernels::f16_to_f32;
 use vimvq_rt::model::{Codebook, Model, Weight};
 use vimvq_rt::{Preprocess, VimConfig};
@@ -420,7 +418,7 @@ fn report_json_has_the_cli_fields() {
 /// different summation orders.
 #[test]
 fn host_logits_match_the_runtime() {
-    use vimvq_pack::format::writer::to_bytes;
+    use vimvq_rt::format::to_bytes;
     use vimvq_rt::format::AlignedBytes;
     use vimvq_rt::model::Model;
     let calib = images(6);

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use vimvq_pack::format::TensorData;
 use vimvq_pack::vq::fcco::Fcco;
 use vimvq_pack::vq::kmeans::{kmeans, kmeans_pp, lloyd, KMeansConfig};
 use vimvq_pack::vq::layer_objective::{quantize_layer, HessianAccumulator, LayerObjective, Method};
@@ -13,6 +12,7 @@ use vimvq_pack::vq::rtn::rtn;
 use vimvq_pack::vq::search::{nearest_scalar, sq_dist};
 use vimvq_pack::vq::train::{FccoTrainer, Variant};
 use vimvq_pack::vq::{bits_to_kd, RmsProp, SubVectors, VqConfig, VqError, VqLayer};
+use vimvq_rt::format::TensorData;
 
 /// Finite-difference gradient checks: max relative error (norm-wise and per element).
 const FD_BUDGET: f64 = 1e-4;
@@ -435,7 +435,7 @@ fn kmeans_accepts_the_extreme_sizes_and_rejects_bad_ones() {
 }
 
 /// Vim-S `in_proj` at 2 bits: 1536 × 384, d = 4 → 147 456 sub-vectors, k = 256, one thread.
-/// Budget from the spec: well under 1 s per Lloyd iteration.
+/// Budget: well under 1 s per Lloyd iteration.
 #[test]
 fn kmeans_lloyd_iteration_speed_on_vim_s_in_proj() {
     let (rows, cols, d, k) = (1536, 384, 4, 256);

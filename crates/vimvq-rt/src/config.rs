@@ -2,8 +2,8 @@
 
 /// Dimensions of a Vision Mamba classifier (bimamba v2, middle cls token, abs pos-embed).
 ///
-/// Everything the forward pass needs is derived from these fields; see
-/// `shared/spec/vim-architecture.md` §1–§3 for the meaning of each.
+/// Everything the forward pass needs is derived from these fields (each one's meaning is on the
+/// field; the tensor shapes they imply are in `docs/FORMAT.md` §Tensor schema).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VimConfig {
     /// `D`, the residual stream width.

@@ -1,4 +1,5 @@
-//! The f32 forward pass of a Vim classifier (spec §2–§3, token-major, flip-free), allocation-free.
+//! The f32 forward pass of a Vim classifier (patch embedding, `depth` bidirectional Mamba blocks,
+//! final norm, head on the cls token; token-major, flip-free), allocation-free.
 //!
 //! ```text
 //! tokens  = im2col(image) · W_patchᵀ + b            (P × D), cls token inserted at P/2, + pos_embed
@@ -140,7 +141,7 @@ impl VimConfig {
 /// Switches of [`infer_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InferOptions {
-    /// In the last layer, compute only what the cls row needs (spec §2.5's exactness tip). The
+    /// In the last layer, compute only what the cls row needs (only the cls token's row reaches the head, so the other rows of the last block's output are never read). The
     /// logits are bit-identical either way; `false` runs every row (for tests and debugging).
     pub cls_only_last_layer: bool,
 }
@@ -154,7 +155,7 @@ impl Default for InferOptions {
 }
 
 /// The operations [`infer_profiled`] reports to an [`OpTimer`] (the `ops_ms` keys of
-/// `vimvq bench`, cli.md).
+/// `vimvq bench`, docs/CLI.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     /// im2col + patch GEMM + bias, cls token, position embedding.

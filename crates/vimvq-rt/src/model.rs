@@ -3,12 +3,14 @@
 use core::iter::FusedIterator;
 
 use crate::config::{Preprocess, VimConfig};
-use crate::format::validate::{self, canonical};
+use crate::format::validate;
+pub use crate::format::IndexLayout;
+#[cfg(feature = "std")]
+use crate::format::ModelFile;
 use crate::format::{
-    FileHeader, FormatError, Role, TensorName, TensorRecord, DTYPE_F16, KIND_VQ, LAYOUT_ROWS16,
-    TABLE_OFFSET,
+    FileHeader, FormatError, Role, TensorName, TensorRecord, DTYPE_F16, KIND_VQ, TABLE_OFFSET,
 };
-pub use crate::kernels::{Codebook, IndexLayout, Indices, VqMatrix, Weight};
+pub use crate::kernels::{Codebook, Indices, VqMatrix, Weight};
 
 /// Options of [`Model::parse_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,23 +123,14 @@ impl<'a> Model<'a> {
 
     /// [`Model::parse`] with explicit options.
     pub fn parse_with(bytes: &'a [u8], opts: ParseOptions) -> Result<Model<'a>, FormatError> {
-        validate::parse(bytes, &opts)
-    }
-
-    pub(crate) fn from_validated(
-        bytes: &'a [u8],
-        header: FileHeader,
-        config: VimConfig,
-        preprocess: Preprocess,
-        labels: &'a str,
-    ) -> Self {
-        Model {
+        let v = validate::parse(bytes, opts.verify_data_checksum)?;
+        Ok(Model {
             bytes,
-            header,
-            config,
-            preprocess,
-            labels,
-        }
+            header: v.header,
+            config: v.config,
+            preprocess: v.preprocess,
+            labels: v.labels,
+        })
     }
 
     /// Model dimensions.
@@ -204,12 +197,7 @@ impl<'a> Model<'a> {
     /// The stored weight of `(role, layer)` (layer 0 for globals); `None` if there is no such
     /// tensor (layer ≥ depth).
     pub fn weight(&self, role: Role, layer: usize) -> Option<Weight<'a>> {
-        let exists = if role.is_per_layer() {
-            layer < self.config.depth
-        } else {
-            layer == 0
-        };
-        if !exists {
+        if !role.in_model(layer, self.config.depth) {
             return None;
         }
         let rec = self.record(role.table_index(layer))?;
@@ -235,11 +223,7 @@ impl<'a> Model<'a> {
             d: rec.d as usize,
             codebook,
             indices,
-            layout: if rec.index_layout == LAYOUT_ROWS16 {
-                IndexLayout::Rows16
-            } else {
-                IndexLayout::RowMajor
-            },
+            layout: IndexLayout::from_id(rec.index_layout)?,
         }))
     }
 
@@ -253,7 +237,7 @@ impl<'a> Model<'a> {
 
     fn info(&self, index: usize) -> Option<TensorInfo> {
         let rec = self.record(index)?;
-        let (role, layer) = canonical(index);
+        let (role, layer) = Role::table_entry(index);
         let vq = rec.kind == KIND_VQ;
         Some(TensorInfo {
             role,
@@ -275,6 +259,19 @@ impl<'a> Model<'a> {
             index_bits: rec.index_bits,
             bytes: rec.data_bytes + rec.codebook_bytes,
         })
+    }
+}
+
+#[cfg(feature = "std")]
+impl ModelFile {
+    /// Validates the file and returns the model ([`Model::parse`]).
+    pub fn model(&self) -> Result<Model<'_>, FormatError> {
+        Model::parse(self.bytes())
+    }
+
+    /// [`ModelFile::model`] with explicit options.
+    pub fn model_with(&self, opts: ParseOptions) -> Result<Model<'_>, FormatError> {
+        Model::parse_with(self.bytes(), opts)
     }
 }
 

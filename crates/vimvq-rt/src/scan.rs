@@ -1,4 +1,4 @@
-//! The selective scan of one direction of a bimamba-v2 mixer (spec §3.3), token-major and
+//! The selective scan of one direction of a bimamba-v2 mixer, token-major and
 //! flip-free: the backward direction runs `t = L−1 … 0` over the original token order.
 //!
 //! For every step `t` and channel `e` (with `Δ` already projected by `dt_proj`, bias not added):

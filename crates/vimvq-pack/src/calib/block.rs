@@ -14,7 +14,7 @@ use super::ops::{
     ScanInputs,
 };
 
-/// The dimensions of one mixer: `D`, `E`, `R`, `N`, `K` (see `vim-architecture.md` §1).
+/// The dimensions of one mixer: `D`, `E`, `R`, `N`, `K` (the fields of `VimConfig` of the same names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockDims {
     /// `D`, model width (mixer input and output features).
@@ -689,7 +689,7 @@ pub(crate) fn parallel_for<I: Send, W>(
 
 /// Block forward on a batch: `hn (B, L, D)` → mixer output `(B, L, D)`, recording into `cache`.
 ///
-/// Computes exactly the flip-free formulation of `vim-architecture.md` §3.3 (causal conv and
+/// Computes exactly the flip-free formulation of docs/RUNTIME.md §Forward pass (causal conv and
 /// left-to-right scan for the forward branch, anti-causal conv and right-to-left scan for the
 /// backward branch, gate `silu(z)` at the same token, `(o_f + o_b)/2`, `out_proj`). In `f64` it
 /// matches `mixer_direct` of `vim_numpy_ref.py` to ~1e-15 relative.

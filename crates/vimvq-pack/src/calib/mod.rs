@@ -1,6 +1,6 @@
 //! Block-wise calibration: hand-written forward and backward of one Vim (bimamba-v2) mixer.
 //!
-//! The ViM-VQ block objective (`vimvq-algorithm.md` §3) calibrates one block at a time: the input
+//! The ViM-VQ block objective (docs/QUANTIZATION.md) calibrates one block at a time: the input
 //! is the block's normalised input `hn = RMSNorm_i(residual)` (the norm is frozen, so it is computed
 //! once by the caller), the output is the mixer output, and the loss is the relative MSE against the
 //! f32 block ([`rel_mse`]). The gradients w.r.t. the six linear weights and the two Δ biases

@@ -1,7 +1,7 @@
 //! The operators of one bimamba-v2 mixer, each with a hand-written backward.
 //!
 //! Layout: token-major and row-major throughout (`(L, ·)` activations, PyTorch `(out, in)` weights),
-//! the flip-free formulation of `vim-architecture.md` §3.3.
+//! the flip-free formulation of docs/RUNTIME.md §Forward pass.
 //!
 //! Conventions shared by every backward function:
 //! * it takes the forward inputs (and what the forward stored) plus the upstream gradient;

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use vimvq_rt::format::Role;
+use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::{Interpolation, Preprocess, VimConfig};
 
 use super::{Checkpoint, HostTensor, ImportError, ModelOptions};
-use crate::format::{PackedModel, PackedTensor, TensorData};
 
 /// `img_size` when neither the caller nor the checkpoint gives one.
 pub const DEFAULT_IMG_SIZE: u32 = 224;

@@ -1,4 +1,4 @@
-//! The block objective (spec §3, "Reconstruction objective"): one Vim block's six linear layers
+//! The block objective (docs/QUANTIZATION.md, "The pipeline"): one Vim block's six linear layers
 //! trained together with FCCO (+ IVQ) on `rel_mse(mixer_q(hn), mixer_f32(hn))`, gradients from the
 //! hand-written block backward ([`crate::calib::backward`]), the two Δ biases by RMSprop.
 

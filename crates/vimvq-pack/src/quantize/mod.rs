@@ -10,7 +10,7 @@
 //! let (q, report) = quantize(&f32_model, &calib, &opts, &mut |_| {}).unwrap();
 //! ```
 //!
-//! # What runs (spec `vimvq-algorithm.md` §1–§5)
+//! # What runs (docs/QUANTIZATION.md)
 //! Quantized layers: `in_proj`, `x_proj`, `x_proj_b`, `dt_proj`, `dt_proj_b`, `out_proj` of every
 //! block ([`QUANT_ROLES`]); patch embedding, head, conv, `A_log`, `D`, norms, biases and the
 //! position embedding stay f32.
@@ -46,11 +46,10 @@ mod report;
 use std::str::FromStr;
 use std::time::Instant;
 
-use vimvq_rt::format::Role;
+use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::VimConfig;
 
 use crate::calib::{rel_mse, BlockParams, CalibError};
-use crate::format::{PackedModel, PackedTensor, TensorData};
 use crate::vq::{
     bits_to_kd, quantize_layer, rtn, HessianAccumulator, LayerObjective, Method, Variant, VqConfig,
     VqError, VqLayer,
@@ -149,8 +148,8 @@ impl Objective {
     }
 }
 
-/// Everything [`quantize`] can be told. Every `[decided]` value of the spec has its field here or
-/// in [`VqConfig`], with the spec's default.
+/// Everything [`quantize`] can be told: every setting of docs/QUANTIZATION.md §Options and
+/// defaults has its field here or in [`VqConfig`], with that default.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantOptions {
     /// Method. Default [`QuantMethod::VimVq`].

@@ -1,4 +1,4 @@
-//! The `pack --report` JSON (cli.md): what was run, how big the result is, how long it took, and
+//! The `pack --report` JSON (fields in docs/CLI.md and docs/QUANTIZATION.md): what was run, how big the result is, how long it took, and
 //! how far each layer and block moved from f32.
 
 use serde_json::{json, Value};
@@ -123,7 +123,7 @@ impl Report {
         }
     }
 
-    /// The cli.md report object (plus the extra fields documented in `docs/QUANTIZATION.md`).
+    /// The report object (fields in docs/CLI.md and docs/QUANTIZATION.md).
     pub fn to_json(&self) -> Value {
         let (k, d) = self.k_d();
         let o = &self.options;

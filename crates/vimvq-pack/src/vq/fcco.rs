@@ -1,4 +1,4 @@
-//! Fast convex-combination optimisation (FCCO) state of one layer (spec §3).
+//! Fast convex-combination optimisation (FCCO) state of one layer (docs/QUANTIZATION.md).
 //!
 //! Per sub-vector `j`: a hull `H_j` of `n` codeword indices (initially the `n` nearest), logits
 //! `z_j` (init `z_jm = −ln(||w_j − C[h_jm]|| + 1e-5)`), ratios `r_j = softmax(z_j)` and the soft

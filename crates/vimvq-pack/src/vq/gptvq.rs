@@ -1,4 +1,4 @@
-//! `gptvq` baseline (spec §5, optional): Hessian-weighted assignment with GPTQ-style error
+//! `gptvq` baseline (docs/QUANTIZATION.md): Hessian-weighted assignment with GPTQ-style error
 //! feedback over column groups, then codebook fine-tuning under the fixed assignment.
 //!
 //! With `H_d = H + damp · mean(diag H) · I` and `U` the upper Cholesky factor of `H_d⁻¹`

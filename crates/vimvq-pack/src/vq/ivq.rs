@@ -1,4 +1,4 @@
-//! Incremental vector quantization (IVQ, spec §4): confirmation of sub-vectors after each
+//! Incremental vector quantization (IVQ, docs/QUANTIZATION.md): confirmation of sub-vectors after each
 //! optimiser step, and the schedule floor.
 //!
 //! 1. Threshold: every unconfirmed `j` with `max_m r_jm > τ` is confirmed: `a_j = h_j,argmax`, its

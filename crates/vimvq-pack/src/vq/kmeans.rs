@@ -1,4 +1,4 @@
-//! k-means: k-means++ seeding, then Lloyd iterations (spec §2).
+//! k-means: k-means++ seeding, then Lloyd iterations (docs/QUANTIZATION.md).
 //!
 //! * Seeding: first centre uniform, each next one drawn with probability ∝ D(x)² (the squared
 //!   distance to the nearest chosen centre), from a [`SplitMix64`] stream fixed by the seed. When

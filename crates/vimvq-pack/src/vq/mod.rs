@@ -1,5 +1,5 @@
 //! Vector quantization of weight matrices: k-means, FCCO, IVQ and the baselines of the results
-//! table (spec `vimvq-algorithm.md` §2–§5).
+//! table (docs/QUANTIZATION.md).
 //!
 //! The pieces, bottom up:
 //! * [`SubVectors`]: a weight `W (rows × cols)` cut into runs of `d` consecutive input weights per
@@ -20,7 +20,7 @@
 //! only split per-point work whose results do not depend on the split, and every reduction runs in
 //! a fixed sequential order.
 
-use crate::format::TensorData;
+use vimvq_rt::format::TensorData;
 
 pub mod fcco;
 pub mod gptvq;
@@ -104,7 +104,7 @@ pub(crate) fn check_buf(what: &'static str, buf: &[f32], expected: usize) -> Res
     Ok(())
 }
 
-/// Every ViM-VQ setting, with the spec's defaults (`[decided]` values of `vimvq-algorithm.md`).
+/// Every ViM-VQ setting, with its default (docs/QUANTIZATION.md §Options and defaults).
 /// The CLI exposes each field as an option of the same name (`lr_logits` → `--lr-logits`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VqConfig {

@@ -1,4 +1,4 @@
-//! `rtn` baseline (spec §5): per-output-channel uniform scalar quantization, b bits, min/max
+//! `rtn` baseline (docs/QUANTIZATION.md): per-output-channel uniform scalar quantization, b bits, min/max
 //! range, round to nearest.
 //!
 //! Row `r`: `step_r = (max_r − min_r) / (2^b − 1)`, `q = round((w − min_r) / step_r)` clamped to

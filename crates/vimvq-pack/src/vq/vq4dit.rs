@@ -1,4 +1,4 @@
-//! VQ4DiT baseline (spec §5): the FCCO machinery with a fixed hull of the 2 nearest codewords (no
+//! VQ4DiT baseline (docs/QUANTIZATION.md): the FCCO machinery with a fixed hull of the 2 nearest codewords (no
 //! replacement), no incremental confirmation, and one-shot argmax hardening after the last step.
 //! Same codebook initialisation, learning rates, regulariser weight and step budget as ViM-VQ, so
 //! only the method differs. Run it with [`super::train::Variant::Vq4dit`] (block objective) or

@@ -6,7 +6,7 @@ Run from this directory with PyTorch and safetensors installed:
 
 Everything is deterministic (fixed seed); the outputs are committed, so the Rust tests need no
 Python. The model is a tiny random Vision Mamba with the exact hustvl/Vim state-dict names
-(shared/spec/vim-architecture.md §4):
+(the names docs/FORMAT.md §Tensor schema lists):
 
     D=8, depth=2, channels=3, patch=4, stride=2 (overlapping), img=8 -> grid 3, P=9, L=10,
     E=16, N=4 (d_state), R=1, K=4, 2 classes.

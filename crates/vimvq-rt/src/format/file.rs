@@ -1,4 +1,4 @@
-//! `std` loaders that give [`Model::parse`] the 64-byte-aligned bytes it wants.
+//! `std` loaders that give the reader (`Model::parse`) the 64-byte-aligned bytes it wants.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -6,10 +6,6 @@ use std::path::Path;
 use std::vec::Vec;
 
 use bytemuck::{Pod, Zeroable};
-
-use crate::model::{Model, ParseOptions};
-
-use super::FormatError;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(64))]
@@ -113,7 +109,7 @@ enum Storage {
 /// A model file held in memory: memory-mapped (page-aligned) by [`ModelFile::open`], or read
 /// into [`AlignedBytes`] by [`ModelFile::read`].
 ///
-/// Parse it once with [`ModelFile::model`] and keep the [`Model`]: parsing validates the whole
+/// Parse it once with `ModelFile::model` and keep the `Model`: parsing validates the whole
 /// file (and checksums the data section by default).
 pub struct ModelFile {
     storage: Storage,
@@ -183,16 +179,6 @@ impl ModelFile {
     /// True if the file is memory-mapped rather than read into memory.
     pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Mapped(_))
-    }
-
-    /// Validates the file and returns the model ([`Model::parse`]).
-    pub fn model(&self) -> Result<Model<'_>, FormatError> {
-        Model::parse(self.bytes())
-    }
-
-    /// [`ModelFile::model`] with explicit options.
-    pub fn model_with(&self, opts: ParseOptions) -> Result<Model<'_>, FormatError> {
-        Model::parse_with(self.bytes(), opts)
     }
 }
 

@@ -3,24 +3,7 @@
 
 use core::mem::size_of;
 
-#[inline]
-fn rd_u16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-#[inline]
-fn rd_u32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-#[inline]
-fn rd_u64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
-}
-#[inline]
-fn wr(b: &mut [u8], o: usize, v: &[u8]) {
-    b[o..o + v.len()].copy_from_slice(v);
-}
+use byteorder::{ByteOrder, LittleEndian as LE};
 
 /// File header, 64 bytes at offset 0.
 ///
@@ -88,21 +71,21 @@ impl FileHeader {
     /// Encodes to the little-endian on-disk bytes.
     pub fn encode(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
-        wr(&mut b, 0, &self.magic);
-        wr(&mut b, 8, &self.version_major.to_le_bytes());
-        wr(&mut b, 10, &self.version_minor.to_le_bytes());
-        wr(&mut b, 12, &self.config_offset.to_le_bytes());
-        wr(&mut b, 14, &self.table_offset.to_le_bytes());
-        wr(&mut b, 16, &self.required_features.to_le_bytes());
-        wr(&mut b, 20, &self.optional_features.to_le_bytes());
-        wr(&mut b, 24, &self.tensor_count.to_le_bytes());
-        wr(&mut b, 28, &self.labels_offset.to_le_bytes());
-        wr(&mut b, 32, &self.labels_len.to_le_bytes());
-        wr(&mut b, 36, &self.data_offset.to_le_bytes());
-        wr(&mut b, 40, &self.meta_crc32.to_le_bytes());
-        wr(&mut b, 44, &self.data_crc32.to_le_bytes());
-        wr(&mut b, 48, &self.data_bytes.to_le_bytes());
-        wr(&mut b, 56, &self.file_bytes.to_le_bytes());
+        b[..8].copy_from_slice(&self.magic);
+        LE::write_u16(&mut b[8..], self.version_major);
+        LE::write_u16(&mut b[10..], self.version_minor);
+        LE::write_u16(&mut b[12..], self.config_offset);
+        LE::write_u16(&mut b[14..], self.table_offset);
+        LE::write_u32(&mut b[16..], self.required_features);
+        LE::write_u32(&mut b[20..], self.optional_features);
+        LE::write_u32(&mut b[24..], self.tensor_count);
+        LE::write_u32(&mut b[28..], self.labels_offset);
+        LE::write_u32(&mut b[32..], self.labels_len);
+        LE::write_u32(&mut b[36..], self.data_offset);
+        LE::write_u32(&mut b[40..], self.meta_crc32);
+        LE::write_u32(&mut b[44..], self.data_crc32);
+        LE::write_u64(&mut b[48..], self.data_bytes);
+        LE::write_u64(&mut b[56..], self.file_bytes);
         b
     }
 
@@ -112,20 +95,20 @@ impl FileHeader {
         magic.copy_from_slice(&b[..8]);
         FileHeader {
             magic,
-            version_major: rd_u16(b, 8),
-            version_minor: rd_u16(b, 10),
-            config_offset: rd_u16(b, 12),
-            table_offset: rd_u16(b, 14),
-            required_features: rd_u32(b, 16),
-            optional_features: rd_u32(b, 20),
-            tensor_count: rd_u32(b, 24),
-            labels_offset: rd_u32(b, 28),
-            labels_len: rd_u32(b, 32),
-            data_offset: rd_u32(b, 36),
-            meta_crc32: rd_u32(b, 40),
-            data_crc32: rd_u32(b, 44),
-            data_bytes: rd_u64(b, 48),
-            file_bytes: rd_u64(b, 56),
+            version_major: LE::read_u16(&b[8..]),
+            version_minor: LE::read_u16(&b[10..]),
+            config_offset: LE::read_u16(&b[12..]),
+            table_offset: LE::read_u16(&b[14..]),
+            required_features: LE::read_u32(&b[16..]),
+            optional_features: LE::read_u32(&b[20..]),
+            tensor_count: LE::read_u32(&b[24..]),
+            labels_offset: LE::read_u32(&b[28..]),
+            labels_len: LE::read_u32(&b[32..]),
+            data_offset: LE::read_u32(&b[36..]),
+            meta_crc32: LE::read_u32(&b[40..]),
+            data_crc32: LE::read_u32(&b[44..]),
+            data_bytes: LE::read_u64(&b[48..]),
+            file_bytes: LE::read_u64(&b[56..]),
         }
     }
 }
@@ -219,17 +202,15 @@ impl ConfigRecord {
             self.std[1].to_bits(),
             self.std[2].to_bits(),
         ];
-        for (i, w) in words.iter().enumerate() {
-            wr(&mut b, 4 * i, &w.to_le_bytes());
-        }
-        wr(&mut b, 84, &self.reserved);
+        LE::write_u32_into(&words, &mut b[..84]);
+        b[84..].copy_from_slice(&self.reserved);
         b
     }
 
     /// Decodes the on-disk bytes (no validation).
     pub fn decode(b: &[u8; Self::SIZE]) -> Self {
-        let w = |i: usize| rd_u32(b, 4 * i);
-        let f = |i: usize| f32::from_bits(rd_u32(b, 4 * i));
+        let w = |i: usize| LE::read_u32(&b[4 * i..]);
+        let f = |i: usize| f32::from_bits(LE::read_u32(&b[4 * i..]));
         let mut reserved = [0u8; 44];
         reserved.copy_from_slice(&b[84..]);
         ConfigRecord {
@@ -265,7 +246,7 @@ impl ConfigRecord {
 /// | 4 | 1 | `kind` (0 dense f32, 1 VQ) |
 /// | 5 | 1 | `codebook_dtype` (0 f32, 1 f16; 0 when dense) |
 /// | 6 | 1 | `index_bits` (8 or 16; 0 when dense) |
-/// | 7 | 1 | `index_layout` (0 row-major) |
+/// | 7 | 1 | `index_layout` (0 row-major, 1 rows16; 0 when dense) |
 /// | 8 | 4 | `rows` |
 /// | 12 | 4 | `cols` |
 /// | 16 | 4 | `k` (0 when dense) |
@@ -288,7 +269,7 @@ pub struct TensorRecord {
     pub codebook_dtype: u8,
     /// 8 or 16 (VQ only).
     pub index_bits: u8,
-    /// [`super::LAYOUT_ROW_MAJOR`].
+    /// [`super::LAYOUT_ROW_MAJOR`] or [`super::LAYOUT_ROWS16`] (VQ only).
     pub index_layout: u8,
     /// Logical rows.
     pub rows: u32,
@@ -318,21 +299,21 @@ impl TensorRecord {
     /// Encodes to the little-endian on-disk bytes.
     pub fn encode(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
-        wr(&mut b, 0, &self.role.to_le_bytes());
-        wr(&mut b, 2, &self.layer.to_le_bytes());
+        LE::write_u16(&mut b[0..], self.role);
+        LE::write_u16(&mut b[2..], self.layer);
         b[4] = self.kind;
         b[5] = self.codebook_dtype;
         b[6] = self.index_bits;
         b[7] = self.index_layout;
-        wr(&mut b, 8, &self.rows.to_le_bytes());
-        wr(&mut b, 12, &self.cols.to_le_bytes());
-        wr(&mut b, 16, &self.k.to_le_bytes());
-        wr(&mut b, 20, &self.d.to_le_bytes());
-        wr(&mut b, 24, &self.data_offset.to_le_bytes());
-        wr(&mut b, 32, &self.data_bytes.to_le_bytes());
-        wr(&mut b, 40, &self.codebook_offset.to_le_bytes());
-        wr(&mut b, 48, &self.codebook_bytes.to_le_bytes());
-        wr(&mut b, 56, &self.reserved);
+        LE::write_u32(&mut b[8..], self.rows);
+        LE::write_u32(&mut b[12..], self.cols);
+        LE::write_u32(&mut b[16..], self.k);
+        LE::write_u32(&mut b[20..], self.d);
+        LE::write_u64(&mut b[24..], self.data_offset);
+        LE::write_u64(&mut b[32..], self.data_bytes);
+        LE::write_u64(&mut b[40..], self.codebook_offset);
+        LE::write_u64(&mut b[48..], self.codebook_bytes);
+        b[56..].copy_from_slice(&self.reserved);
         b
     }
 
@@ -341,20 +322,20 @@ impl TensorRecord {
         let mut reserved = [0u8; 8];
         reserved.copy_from_slice(&b[56..]);
         TensorRecord {
-            role: rd_u16(b, 0),
-            layer: rd_u16(b, 2),
+            role: LE::read_u16(&b[0..]),
+            layer: LE::read_u16(&b[2..]),
             kind: b[4],
             codebook_dtype: b[5],
             index_bits: b[6],
             index_layout: b[7],
-            rows: rd_u32(b, 8),
-            cols: rd_u32(b, 12),
-            k: rd_u32(b, 16),
-            d: rd_u32(b, 20),
-            data_offset: rd_u64(b, 24),
-            data_bytes: rd_u64(b, 32),
-            codebook_offset: rd_u64(b, 40),
-            codebook_bytes: rd_u64(b, 48),
+            rows: LE::read_u32(&b[8..]),
+            cols: LE::read_u32(&b[12..]),
+            k: LE::read_u32(&b[16..]),
+            d: LE::read_u32(&b[20..]),
+            data_offset: LE::read_u64(&b[24..]),
+            data_bytes: LE::read_u64(&b[32..]),
+            codebook_offset: LE::read_u64(&b[40..]),
+            codebook_bytes: LE::read_u64(&b[48..]),
             reserved,
         }
     }

@@ -234,6 +234,28 @@ impl Role {
     pub const fn table_len(depth: usize) -> usize {
         Role::GLOBAL.len() + depth * Role::LAYER.len()
     }
+
+    /// The `(role, layer)` at position `i` of the canonical tensor table (the inverse of
+    /// [`Role::table_index`]).
+    pub const fn table_entry(i: usize) -> (Role, usize) {
+        let g = Role::GLOBAL.len();
+        if i < g {
+            (Role::GLOBAL[i], 0)
+        } else {
+            let j = i - g;
+            (Role::LAYER[j % Role::LAYER.len()], j / Role::LAYER.len())
+        }
+    }
+
+    /// True if a model with `depth` blocks has the tensor `(self, layer)`: per-layer roles for
+    /// `layer < depth`, globals for layer 0 only.
+    pub const fn in_model(self, layer: usize, depth: usize) -> bool {
+        if self.is_per_layer() {
+            layer < depth
+        } else {
+            layer == 0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +291,12 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|s| *s));
+        for i in 0..seen.len() {
+            let (r, l) = Role::table_entry(i);
+            assert_eq!(r.table_index(l), i);
+            assert!(r.in_model(l, depth));
+        }
+        assert!(!Role::Norm.in_model(depth, depth) && !Role::HeadBias.in_model(1, depth));
         assert_eq!(Role::table_len(depth), seen.len());
     }
 }

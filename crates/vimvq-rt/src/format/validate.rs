@@ -1,24 +1,23 @@
 //! The one validation pass of the reader: everything `docs/FORMAT.md` §Validation lists, with
 //! checked arithmetic only, no allocation, and no read outside `bytes`.
 
+use byteorder::{ByteOrder, LittleEndian as LE};
+
 use super::error::{FormatError, RangeKind, TensorName, TensorProblem};
 use super::records::{ConfigRecord, FileHeader, TensorRecord};
-use super::*;
+use super::role::Role;
+use super::rules::*;
 use crate::config::{Interpolation, Preprocess, VimConfig};
-use crate::kernels::IndexLayout;
-use crate::model::{Model, ParseOptions};
 
 use FormatError as E;
 
-/// Maps a canonical table position to its `(role, layer)`.
-pub(crate) fn canonical(i: usize) -> (Role, usize) {
-    let g = Role::GLOBAL.len();
-    if i < g {
-        (Role::GLOBAL[i], 0)
-    } else {
-        let j = i - g;
-        (Role::LAYER[j % Role::LAYER.len()], j / Role::LAYER.len())
-    }
+/// What [`parse`] found valid: the decoded header, dimensions, preprocessing and labels text.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Validated<'a> {
+    pub header: FileHeader,
+    pub config: VimConfig,
+    pub preprocess: Preprocess,
+    pub labels: &'a str,
 }
 
 fn layout(field: &'static str, value: u64, expected: u64) -> Result<(), FormatError> {
@@ -112,14 +111,6 @@ fn decode_config(rec: &ConfigRecord, strict: bool) -> Result<(VimConfig, Preproc
     Ok((config, preprocess))
 }
 
-/// `∏ factors`, or `u64::MAX` (a length no range can have) on overflow.
-fn checked_product(factors: &[u64]) -> u64 {
-    factors
-        .iter()
-        .try_fold(1u64, |a, f| a.checked_mul(*f))
-        .unwrap_or(u64::MAX)
-}
-
 /// Walks the packed data ranges in file order.
 struct RangeCursor<'b> {
     bytes: &'b [u8],
@@ -199,7 +190,7 @@ fn check_indices(data: &[u8], bits: u8, k: u32) -> Result<(), TensorProblem> {
         }
     } else if k < 65536 {
         for (p, c) in data.chunks_exact(2).enumerate() {
-            let i = u32::from(u16::from_le_bytes([c[0], c[1]]));
+            let i = u32::from(LE::read_u16(c));
             if i >= k {
                 return Err(bad(p, i));
             }
@@ -257,7 +248,7 @@ fn check_tensor(
                 RangeKind::Data,
                 rec.data_offset,
                 rec.data_bytes,
-                checked_product(&[rows, cols, 4]),
+                dense_bytes(rows, cols),
             )?;
             Ok(0)
         }
@@ -265,59 +256,33 @@ fn check_tensor(
             if !role.is_linear() {
                 return Err(P::VqNotAllowed);
             }
-            let (cb_elem, mut used) = match rec.codebook_dtype {
-                DTYPE_F32 => (4u64, FEATURE_VQ),
-                DTYPE_F16 => (2u64, FEATURE_VQ | FEATURE_F16_CODEBOOK),
-                t => return Err(P::CodebookDtype(t)),
-            };
-            let layout = match rec.index_layout {
-                LAYOUT_ROW_MAJOR => IndexLayout::RowMajor,
-                LAYOUT_ROWS16 => {
-                    used |= FEATURE_ROWS16_LAYOUT;
-                    IndexLayout::Rows16
-                }
-                l => return Err(P::IndexLayout(l)),
-            };
-            if rec.k == 0 || rec.k > MAX_K || rec.d == 0 || rec.d > MAX_D {
-                return Err(P::VqParams { k: rec.k, d: rec.d });
-            }
-            let idx_bytes = match rec.index_bits {
-                8 if rec.k <= 256 => 1u64,
-                16 => 2u64,
-                bits => return Err(P::IndexBits { bits, k: rec.k }),
-            };
-            let groups = cols.div_ceil(u64::from(rec.d));
-            let stored_rows = match layout {
-                IndexLayout::RowMajor => rows,
-                // IndexLayout::len in u64 (rows · groups may exceed a 32-bit usize).
-                IndexLayout::Rows16 => {
-                    rows.div_ceil(IndexLayout::BLOCK as u64) * IndexLayout::BLOCK as u64
-                }
-            };
+            let vq = vq_storage(rec)?;
             cursor.take(
                 RangeKind::Data,
                 rec.data_offset,
                 rec.data_bytes,
-                checked_product(&[stored_rows, groups, idx_bytes]),
+                vq.data_bytes,
             )?;
             let idx_range = (rec.data_offset as usize)..(rec.data_offset + rec.data_bytes) as usize;
-            let cb = checked_product(&[u64::from(rec.k), u64::from(rec.d), cb_elem]);
             cursor.take(
                 RangeKind::Codebook,
                 rec.codebook_offset,
                 rec.codebook_bytes,
-                cb,
+                vq.codebook_bytes,
             )?;
             check_indices(&cursor.bytes[idx_range], rec.index_bits, rec.k)?;
-            used |= FEATURE_VQ;
-            Ok(used)
+            Ok(vq.features)
         }
         k => Err(P::Kind(k)),
     }
 }
 
-/// Validates `bytes` as a `.vimvq` file (see `docs/FORMAT.md` §Validation).
-pub(crate) fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Model<'a>, FormatError> {
+/// Validates `bytes` as a `.vimvq` file (see `docs/FORMAT.md` §Validation); the data CRC is
+/// checked only if `verify_data_checksum`.
+pub(crate) fn parse(
+    bytes: &[u8],
+    verify_data_checksum: bool,
+) -> Result<Validated<'_>, FormatError> {
     let addr = bytes.as_ptr() as usize;
     if !addr.is_multiple_of(4) {
         return Err(E::Misaligned {
@@ -359,7 +324,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Model<'a
         CONFIG_OFFSET as u64,
     )?;
     layout("table_offset", h.table_offset.into(), TABLE_OFFSET as u64)?;
-    let table_end = TABLE_OFFSET as u64 + u64::from(h.tensor_count) * TensorRecord::SIZE as u64;
+    let table_end = labels_offset(h.tensor_count);
     layout("labels_offset", h.labels_offset.into(), table_end)?;
     let labels_end = table_end + u64::from(h.labels_len);
     let data_start = align_up(labels_end).ok_or(E::TooLarge)?;
@@ -437,7 +402,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Model<'a
                 .try_into()
                 .map_err(|_| E::TooLarge)?,
         );
-        let (role, layer) = canonical(i);
+        let (role, layer) = Role::table_entry(i);
         used |=
             check_tensor(&rec, (role, layer), &config, strict, &mut cursor).map_err(|problem| {
                 E::Tensor {
@@ -456,7 +421,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Model<'a
         });
     }
 
-    if opts.verify_data_checksum {
+    if verify_data_checksum {
         let computed = crc32(&bytes[data_start..]);
         if computed != h.data_crc32 {
             return Err(E::DataChecksum {
@@ -465,5 +430,10 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Model<'a
             });
         }
     }
-    Ok(Model::from_validated(bytes, h, config, preprocess, labels))
+    Ok(Validated {
+        header: h,
+        config,
+        preprocess,
+        labels,
+    })
 }

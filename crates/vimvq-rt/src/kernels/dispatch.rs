@@ -324,7 +324,9 @@ mod arm {
     use super::*;
     use crate::kernels::neon::*;
 
-    pub(super) static NEON: Kernels = Kernels {
+    /// A const (promoted to `'static` where `table()` borrows it) so that `DOTPROD` can copy it
+    /// with `..NEON`.
+    pub(super) const NEON: Kernels = Kernels {
         level: Level::Neon,
         gemm_f32: neon_gemm_f32_6x16,
         vq_gemm_f32: neon_vq_gemm_f32_6x16,
@@ -347,22 +349,7 @@ mod arm {
     pub(super) static DOTPROD: Kernels = Kernels {
         level: Level::Dotprod,
         dot_i8,
-        ..NEON_FIELDS
-    };
-    // `..base` needs a const, not a static.
-    const NEON_FIELDS: Kernels = Kernels {
-        level: Level::Dotprod,
-        gemm_f32: neon_gemm_f32_6x16,
-        vq_gemm_f32: neon_vq_gemm_f32_6x16,
-        gemv_f32: neon_gemv_f32_4x8,
-        vq_gemv_f32: neon_vq_gemv_f32_lut,
-        scan_f32: neon_scan_f32,
-        scan_channels_f32: neon_scan_channels_f32,
-        conv1d_silu_f32: neon_conv1d_silu_f32,
-        rmsnorm_f32: neon_rmsnorm_f32,
-        add_rmsnorm_f32: neon_add_rmsnorm_f32,
-        silu_f32: neon_silu_f32,
-        dot_i8: scalar_dot_i8,
+        ..NEON
     };
 
     /// dotprod usable: `AT_HWCAP & HWCAP_ASIMDDP` on Linux (no allocation, unlike the first

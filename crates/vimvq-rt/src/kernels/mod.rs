@@ -18,6 +18,7 @@ pub mod avx2;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 
+pub use crate::format::IndexLayout;
 pub use dispatch::{kernels, Kernels, Level};
 
 use core::marker::PhantomData;
@@ -254,42 +255,6 @@ pub enum Indices<'a> {
     U8(&'a [u8]),
     /// Two bytes per index (`k ≤ 65536`).
     U16(&'a [u16]),
-}
-
-/// Where index `(r, c)` (row `r`, sub-vector `c` of `g = ceil(cols / d)`) is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IndexLayout {
-    /// `rows × g` row-major: `(r, c)` at `r·g + c`.
-    RowMajor,
-    /// Blocks of [`IndexLayout::BLOCK`] rows, group-major inside a block: `(r, c)` at
-    /// `(r − r mod 16)·g + 16·c + r mod 16`; the last block is padded to 16 rows (index 0).
-    /// One GEMM panel line, or one GEMV gather, reads 16 contiguous indices.
-    Rows16,
-}
-
-impl IndexLayout {
-    /// Rows per block of [`IndexLayout::Rows16`] (= the GEMM panel width).
-    pub const BLOCK: usize = 16;
-
-    /// Position of index `(r, c)` with `g` indices per row.
-    #[inline(always)]
-    pub fn offset(self, r: usize, c: usize, g: usize) -> usize {
-        match self {
-            IndexLayout::RowMajor => r * g + c,
-            IndexLayout::Rows16 => {
-                let (b, j) = (r / Self::BLOCK, r % Self::BLOCK);
-                b * Self::BLOCK * g + c * Self::BLOCK + j
-            }
-        }
-    }
-
-    /// Stored indices of `rows` rows (padding included).
-    pub fn len(self, rows: usize, g: usize) -> usize {
-        match self {
-            IndexLayout::RowMajor => rows * g,
-            IndexLayout::Rows16 => rows.div_ceil(Self::BLOCK) * Self::BLOCK * g,
-        }
-    }
 }
 
 /// A vector-quantized `rows × cols` matrix: the `c`-th sub-vector of row `r`,

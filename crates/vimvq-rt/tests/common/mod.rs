@@ -1,11 +1,11 @@
 //! Shared helpers of the vimvq-rt integration tests: a seeded RNG, random models with realistic
 //! parameter distributions (those of `shared/reference/vim_numpy_ref.py::random_state_dict`),
 //! and an independent float64 reference of the forward pass that follows the *flip-based*
-//! PyTorch formulation (spec §3.2), not the runtime's flip-free one.
+//! PyTorch formulation (the backward branch flips the sequence, runs the forward-direction
+//! conv and scan, and flips back), not the runtime's flip-free one.
 #![allow(dead_code)]
 
-use vimvq_pack::format::{PackedModel, PackedTensor, TensorData};
-use vimvq_rt::format::{AlignedBytes, Role};
+use vimvq_rt::format::{AlignedBytes, PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::{Preprocess, VimConfig};
 
 /// SplitMix64 with Box–Muller normals.
@@ -263,7 +263,7 @@ pub fn densify(m: &PackedModel) -> PackedModel {
 
 /// Serialises a model into 64-byte-aligned memory.
 pub fn pack(m: &PackedModel) -> AlignedBytes {
-    AlignedBytes::from_slice(&vimvq_pack::format::writer::to_bytes(m).unwrap())
+    AlignedBytes::from_slice(&vimvq_rt::format::to_bytes(m).unwrap())
 }
 
 /// A random normalised image.
