@@ -277,8 +277,8 @@ impl Simd for Avx2 {
     }
 }
 
-/// Dense GEMM `out = a·wᵀ`, 6-token × 16-row register block over a packed panel
-/// (`scratch ≥ 16·k`), dot-product form for ≤ 2 tokens.
+/// Dense GEMM `out = a·wᵀ`, 6-token × 16-row register block over a packed panel for every token
+/// count; with less than `16·k` scratch values, the dot-product form (other rounding).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
@@ -294,7 +294,9 @@ pub unsafe fn avx2_gemm_f32_6x16(
 }
 
 /// VQ GEMM: decodes 16-row panels into `scratch` (≥ 16·k values) once, then the 6×16
-/// micro-kernel over all tokens; one token uses [`avx2_vq_gemv_f32_lut`].
+/// micro-kernel over all tokens, a single token included, so the result is bit-identical to the
+/// dense GEMM on the decoded matrix (with less scratch, the scalar oracle). The lookup-table
+/// GEMV [`avx2_vq_gemv_f32_lut`] is the separate streaming kernel.
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
@@ -319,8 +321,9 @@ pub unsafe fn avx2_gemv_f32_4x16(x: &[f32], w: &[f32], out: &mut [f32]) {
     unsafe { generic::gemv::<Avx2>(x, w, out) }
 }
 
-/// VQ GEMV via a per-token lookup table and `vpgatherdps` (needs `k·ceil(cols/d)` scratch
-/// values, else decodes).
+/// VQ GEMV via a per-token lookup table ([`generic::lut_len`] scratch values, else
+/// decode-and-dot per row), summed over the indices with scalar loads for the Rows16 layout
+/// the packer writes and with `vpgatherdps` for row-major indices.
 ///
 /// # Safety
 /// AVX2 and FMA must be available.

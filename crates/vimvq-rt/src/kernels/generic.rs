@@ -604,7 +604,7 @@ fn lut_rows16_u16(lut: &[f32], k: usize, idx: &[u16], acc: &mut [f32; 16]) {
 
 /// VQ GEMV of one token: lookup table of activation·codeword sums (`k` per group of `d`
 /// inputs), then a gather-accumulate of the table over the indices ([`IndexLayout::Rows16`]:
-/// 8 rows per 8-byte index load, groups in L1-sized passes). Needs
+/// 16 independent row sums per block of 16 rows, groups in L1-sized passes). Needs
 /// [`lut_len`] scratch values; with less, decodes and multiplies row by row (slow, no scratch).
 #[inline(always)]
 pub(crate) unsafe fn vq_gemv<S: Simd>(

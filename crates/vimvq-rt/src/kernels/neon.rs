@@ -138,7 +138,7 @@ impl Simd for Neon {
 // baseline, so the generic bodies' primitives are always available.
 
 /// Dense GEMM `out = a·wᵀ`, 6-token × 16-row register block (24 accumulators) over a packed
-/// panel (`scratch ≥ 16·k`), dot-product form for ≤ 2 tokens.
+/// panel for every token count; with less than `16·k` scratch values, the dot-product form.
 pub fn neon_gemm_f32_6x16(a: MatRef<'_>, w: &[f32], out: &mut MatMut<'_>, scratch: &mut [f32]) {
     // SAFETY: see above.
     unsafe { generic::gemm::<Neon>(a, w, out, scratch) }
@@ -161,7 +161,8 @@ pub fn neon_gemv_f32_4x8(x: &[f32], w: &[f32], out: &mut [f32]) {
     unsafe { generic::gemv::<Neon>(x, w, out) }
 }
 
-/// VQ GEMV via a per-token lookup table and a scalar gather (NEON has no gather).
+/// VQ GEMV via a per-token lookup table ([`generic::lut_len`] scratch values, else
+/// decode-and-dot per row) and scalar table loads (NEON has no gather).
 pub fn neon_vq_gemv_f32_lut(x: &[f32], w: &VqMatrix<'_>, out: &mut [f32], scratch: &mut [f32]) {
     // SAFETY: see above.
     unsafe { generic::vq_gemv::<Neon>(x, w, out, scratch) }

@@ -208,8 +208,8 @@ pub fn linear_f32(a: MatRef<'_>, w: &Weight<'_>, out: &mut MatMut<'_>, panel: &m
 }
 
 /// GEMV, one token: `out[r] = Σ_c x[c] · W[r][c]` (the classifier head, single-row read-outs),
-/// dispatching on the weight's storage. Bit-identical to [`linear_f32`] on a one-row matrix; the
-/// SIMD variants will use a lookup-table VQ GEMV here instead.
+/// dispatching on the weight's storage. Bit-identical to [`linear_f32`] on a one-row matrix (the
+/// SIMD path, `dispatch::gemv_f32`, is the same one-token GEMM).
 ///
 /// # Panics
 /// As [`linear_f32`].
