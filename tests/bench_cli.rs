@@ -1,5 +1,5 @@
-//! `vimvq bench`: the JSON of docs/CLI.md, sane statistics, and a per-op breakdown that accounts for
-//! the whole forward pass (its sum within 10 % of the mean latency).
+//! `vimvq bench`: the JSON of docs/CLI.md, sane statistics, and a per-op breakdown that accounts
+//! for the whole forward pass (its sum within 10 % of the mean latency).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,8 +77,8 @@ fn json_matches_cli_md_and_ops_sum_to_total() {
     let v: Value = serde_json::from_str(&out).unwrap();
     println!("{v}");
 
-    // docs/CLI.md: {"threads", "iters", "latency_ms": {"min","median","p90","max"}, "ops_ms": {...},
-    // "peak_rss_bytes", "model_bytes", "scratch_bytes"} (extra fields are allowed).
+    // docs/CLI.md: {"threads", "iters", "latency_ms": {"min","median","p90","max"},
+    // "ops_ms": {...}, "peak_rss_bytes", "model_bytes", "scratch_bytes"} (and more fields).
     for key in [
         "threads",
         "iters",

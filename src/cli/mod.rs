@@ -13,8 +13,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
 pub use crate::io_error::io_error;
+use anyhow::{anyhow, bail, Context, Result};
 use vimvq_rt::format::ModelFile;
 use vimvq_rt::model::Model;
 

@@ -37,7 +37,11 @@ enum Storage {
 fn storage() -> impl Strategy<Value = Storage> {
     prop_oneof![
         Just(Storage::Dense),
-        (1usize..=300, 1usize..=16, any::<bool>()).prop_map(|(k, d, f16)| Storage::Vq { k, d, f16 }),
+        (1usize..=300, 1usize..=16, any::<bool>()).prop_map(|(k, d, f16)| Storage::Vq {
+            k,
+            d,
+            f16
+        }),
         // Wide indices (u16).
         (257usize..=65536, 1usize..=4).prop_map(|(k, d)| Storage::Vq { k, d, f16: false }),
     ]
@@ -90,9 +94,11 @@ fn build(
             Storage::Dense
         };
         let data = match s {
-            Storage::Dense => {
-                TensorData::F32((0..rows * cols).map(|_| f32::from_bits(rng.next() as u32)).collect())
-            }
+            Storage::Dense => TensorData::F32(
+                (0..rows * cols)
+                    .map(|_| f32::from_bits(rng.next() as u32))
+                    .collect(),
+            ),
             Storage::Vq { k, d, f16 } => {
                 let codebook = (0..k * d)
                     .map(|_| {
@@ -169,7 +175,10 @@ fn assert_reads_back(m: &Model<'_>, packed: &PackedModel) {
                 assert_eq!(q.layout, IndexLayout::Rows16);
                 match (q.codebook, codebook_f16) {
                     (Codebook::F32(cb), false) => {
-                        assert!(cb.iter().zip(codebook).all(|(a, b)| a.to_bits() == b.to_bits()));
+                        assert!(cb
+                            .iter()
+                            .zip(codebook)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()));
                         assert_eq!(cb.len(), codebook.len());
                     }
                     (Codebook::F16(cb), true) => {

@@ -14,7 +14,8 @@ use super::ops::{
     ScanInputs,
 };
 
-/// The dimensions of one mixer: `D`, `E`, `R`, `N`, `K` (the fields of `VimConfig` of the same names).
+/// The dimensions of one mixer: `D`, `E`, `R`, `N`, `K` (the `VimConfig` fields of those
+/// names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockDims {
     /// `D`, model width (mixer input and output features).

@@ -1,5 +1,6 @@
 //! Checkpoint import: PyTorch `.pth` (zip) and `.safetensors` → [`Checkpoint`] →
-//! [`VimConfig`](vimvq_rt::VimConfig) and an all-f32 [`PackedModel`](vimvq_rt::format::PackedModel).
+//! [`VimConfig`](vimvq_rt::VimConfig) and an all-f32
+//! [`PackedModel`](vimvq_rt::format::PackedModel).
 //!
 //! ```no_run
 //! # use std::path::Path;

@@ -1,5 +1,5 @@
-//! The `pack --report` JSON (fields in docs/CLI.md and docs/QUANTIZATION.md): what was run, how big the result is, how long it took, and
-//! how far each layer and block moved from f32.
+//! The `pack --report` JSON (fields in docs/CLI.md and docs/QUANTIZATION.md): what was run, how
+//! big the result is, how long it took, and how far each layer and block moved from f32.
 
 use serde_json::{json, Value};
 

@@ -1,5 +1,5 @@
-//! Incremental vector quantization (IVQ, docs/QUANTIZATION.md): confirmation of sub-vectors after each
-//! optimiser step, and the schedule floor.
+//! Incremental vector quantization (IVQ, docs/QUANTIZATION.md): confirmation of sub-vectors
+//! after each optimiser step, and the schedule floor.
 //!
 //! 1. Threshold: every unconfirmed `j` with `max_m r_jm > τ` is confirmed: `a_j = h_j,argmax`, its
 //!    logits freeze and from then on `ŵ_j = C[a_j]` exactly.

@@ -1,5 +1,5 @@
-//! `--objective layer` (docs/QUANTIZATION.md, fast mode): per linear layer minimise `||X Wᵀ − X Ŵᵀ||²` over its
-//! calibration inputs X, i.e. with `H = XᵀX` and `E = W − Ŵ`,
+//! `--objective layer` (docs/QUANTIZATION.md, fast mode): per linear layer minimise
+//! `||X Wᵀ − X Ŵᵀ||²` over its calibration inputs X, i.e. with `H = XᵀX` and `E = W − Ŵ`,
 //!
 //! `L = tr(E H Eᵀ) / tr(W H Wᵀ)`,  `dL/dŴ = −2 E H / tr(W H Wᵀ)` (H symmetric),
 //!

@@ -1,5 +1,5 @@
-//! `rtn` baseline (docs/QUANTIZATION.md): per-output-channel uniform scalar quantization, b bits, min/max
-//! range, round to nearest.
+//! `rtn` baseline (docs/QUANTIZATION.md): per-output-channel uniform scalar quantization, b
+//! bits, min/max range, round to nearest.
 //!
 //! Row `r`: `step_r = (max_r − min_r) / (2^b − 1)`, `q = round((w − min_r) / step_r)` clamped to
 //! `[0, 2^b − 1]`, `ŵ = min_r + q · step_r` (computed in f64, stored as f32).

@@ -40,7 +40,11 @@ impl Variant {
                 hull_every: cfg.hull_every,
                 ivq: true,
             },
-            Variant::Vq4dit => vq4dit::settings(),
+            Variant::Vq4dit => VariantSettings {
+                hull: vq4dit::HULL,
+                hull_every: vq4dit::HULL_EVERY,
+                ivq: vq4dit::IVQ,
+            },
         }
     }
 }

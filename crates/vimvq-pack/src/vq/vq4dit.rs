@@ -1,19 +1,13 @@
-//! VQ4DiT baseline (docs/QUANTIZATION.md): the FCCO machinery with a fixed hull of the 2 nearest codewords (no
-//! replacement), no incremental confirmation, and one-shot argmax hardening after the last step.
-//! Same codebook initialisation, learning rates, regulariser weight and step budget as ViM-VQ, so
-//! only the method differs. Run it with [`super::train::Variant::Vq4dit`] (block objective) or
-//! [`super::layer_objective::Method::Vq4dit`] (layer objective).
-
-use super::train::VariantSettings;
+//! VQ4DiT baseline (docs/QUANTIZATION.md): the FCCO machinery with a fixed hull of the 2
+//! nearest codewords (no replacement), no incremental confirmation, and one-shot argmax hardening
+//! after the last step. Same codebook initialisation, learning rates, regulariser weight and step
+//! budget as ViM-VQ, so only the method differs. Run it with [`super::train::Variant::Vq4dit`]
+//! (block objective) or [`super::layer_objective::Method::Vq4dit`] (layer objective), which apply
+//! these settings.
 
 /// Hull size of VQ4DiT.
 pub const HULL: usize = 2;
-
-/// VQ4DiT's settings: hull of 2, no hull update, no IVQ.
-pub fn settings() -> VariantSettings {
-    VariantSettings {
-        hull: HULL,
-        hull_every: 0,
-        ivq: false,
-    }
-}
+/// Hull update period of VQ4DiT: never.
+pub const HULL_EVERY: usize = 0;
+/// VQ4DiT has no incremental confirmation.
+pub const IVQ: bool = false;

@@ -26,9 +26,10 @@ pub use packed::{PackedModel, PackedTensor, TensorData};
 pub use records::{ConfigRecord, FileHeader, TensorRecord};
 pub use role::Role;
 pub use rules::{
-    IndexLayout, align_up, crc32, meta_crc32, ALIGN, CONFIG_OFFSET, DTYPE_F16, DTYPE_F32, FEATURE_F16_CODEBOOK,
-    FEATURE_ROWS16_LAYOUT, FEATURE_VQ, KIND_DENSE, KIND_VQ, KNOWN_REQUIRED_FEATURES, LAYOUT_ROWS16,
-    LAYOUT_ROW_MAJOR, MAGIC, MAX_D, MAX_K, TABLE_OFFSET, VERSION_MAJOR, VERSION_MINOR,
+    align_up, crc32, meta_crc32, IndexLayout, ALIGN, CONFIG_OFFSET, DTYPE_F16, DTYPE_F32,
+    FEATURE_F16_CODEBOOK, FEATURE_ROWS16_LAYOUT, FEATURE_VQ, KIND_DENSE, KIND_VQ,
+    KNOWN_REQUIRED_FEATURES, LAYOUT_ROWS16, LAYOUT_ROW_MAJOR, MAGIC, MAX_D, MAX_K, TABLE_OFFSET,
+    VERSION_MAJOR, VERSION_MINOR,
 };
 pub use validate::check_preprocess;
 #[cfg(feature = "alloc")]

@@ -9,7 +9,8 @@ use super::records::{FileHeader, TensorRecord};
 pub const MAGIC: [u8; 8] = *b"VIMVQ\r\n\x1a";
 /// Major version this crate reads and writes. Files with another major are rejected.
 pub const VERSION_MAJOR: u16 = 1;
-/// Minor version this crate writes. Files with a newer minor are read (their reserved bytes ignored).
+/// Minor version this crate writes. Files with a newer minor are read (their reserved bytes
+/// ignored).
 pub const VERSION_MINOR: u16 = 0;
 
 /// Required feature bit: the file contains vector-quantized tensors.
