@@ -4,7 +4,7 @@
 //! Every on-disk struct here is `#[repr(C)]` with a compile-time size check, but is never
 //! transmuted from the file: [`FileHeader::decode`] & co. read each field little-endian, and
 //! `encode` writes it back, so the layout is the same on every host. The reader is
-//! `Model::parse` (in `crate::model`, built on [`validate`]); the writer is [`to_bytes`].
+//! `Model::parse` (in `crate::model`, built on `validate`); the writer is [`to_bytes`].
 
 mod error;
 #[cfg(feature = "std")]
