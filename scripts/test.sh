@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with rustup: installs what the tests need, then
-# checks formatting and lints, proves the runtime builds without std, runs every test, the C API
+# checks formatting, lints and module cycles, proves the runtime builds without std, runs every test, the C API
 # example under valgrind, the aarch64 tests and CLI under qemu (Cortex-A72 and A76), and a bounded
 # fuzzing run.
 set -euo pipefail
@@ -27,8 +27,12 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 
+step "no import cycles between modules"
+python3 scripts/module_cycles.py
+
 step "no_std build of the runtime (thumbv7em has no std)"
 cargo build -p vimvq-rt --no-default-features --release --target thumbv7em-none-eabihf
+cargo build -p vimvq-rt --no-default-features --features alloc --release --target thumbv7em-none-eabihf
 
 step "tests"
 VIMVQ_REQUIRE_FFMPEG=1 cargo test --workspace --release
