@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reports import cycles between the modules (source files) of each workspace crate.
 
-Usage: python3 scripts/module_cycles.py [-v]   (from the repository root; exit 1 if a cycle exists)
+Usage: python3 scripts/module_cycles.py [-v] [SRC_DIR...]
+(from the repository root; default: every crate of the workspace; exit 1 if a cycle exists)
 
 A module is one `.rs` file under a crate's `src/` (`foo.rs` or `foo/mod.rs` is module `foo`). Module
 A depends on module B when A's code (comments and string literals stripped) names a path into B:
@@ -272,8 +273,9 @@ def name(m):
 
 def main():
     verbose = "-v" in sys.argv
+    roots = [a for a in sys.argv[1:] if a != "-v"] or CRATES
     found = 0
-    for root in CRATES:
+    for root in roots:
         crate = Crate(Path(root))
         deps = crate.edges()
         if verbose:
