@@ -10,6 +10,7 @@
 extern crate std;
 
 pub mod config;
+pub mod context;
 pub mod format;
 pub mod forward;
 pub mod frame;
