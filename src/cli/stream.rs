@@ -193,7 +193,8 @@ pub fn run(a: StreamArgs) -> Result<()> {
         width: w,
         height: h,
     };
-    let cannot = |e: ContextError| anyhow!("--size {w}x{h}: cannot classify frames of this size: {e}");
+    let cannot =
+        |e: ContextError| anyhow!("--size {w}x{h}: cannot classify frames of this size: {e}");
     let bytes = Context::scratch_bytes(&model, input, a.threads).map_err(cannot)?;
 
     // Every buffer, once.

@@ -449,8 +449,8 @@ pub unsafe extern "C" fn vimvq_classify(
         let src = unsafe { std::slice::from_raw_parts(frame, frame_len) };
         // SAFETY: non-NULL, `scratch_len` writable bytes, not overlapping `frame`.
         let bytes = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
-        let mut ctx = Context::new(m.model, input, 1, bytes)
-            .map_err(|e| context_error(e, width, height))?;
+        let mut ctx =
+            Context::new(m.model, input, 1, bytes).map_err(|e| context_error(e, width, height))?;
         let out: &mut [vimvq_top] = if top.is_null() {
             &mut []
         } else {

@@ -64,10 +64,7 @@ fn reference_logits_of(
     };
     let mut input = vec![0f32; c.input_len()];
     let mut pre =
-        vec![
-            0u8;
-            preprocess::scratch_bytes(w, h, format, m.preprocess(), c.channels).unwrap()
-        ];
+        vec![0u8; preprocess::scratch_bytes(w, h, format, m.preprocess(), c.channels).unwrap()];
     preprocess::preprocess(&img, m.preprocess(), c.channels, &mut input, &mut pre).unwrap();
     let mut logits = vec![0f32; c.num_classes];
     let mut scratch = vec![0u8; m.scratch_bytes()];
@@ -371,7 +368,10 @@ fn gray_frames_are_luma_images() {
     let (w, h) = (29usize, 41usize);
     let gray: Vec<u8> = (0..w * h).map(|i| ((i * 53) % 256) as u8).collect();
     let want = reference_logits_of(&bytes, &gray, w, h, PixelFormat::L8);
-    assert_eq!(vimvq_frame_bytes(w as u32, h as u32, VIMVQ_FORMAT_GRAY8), w * h);
+    assert_eq!(
+        vimvq_frame_bytes(w as u32, h as u32, VIMVQ_FORMAT_GRAY8),
+        w * h
+    );
     let mut m: *mut vimvq_model = ptr::null_mut();
     // SAFETY (all calls below): valid buffers and handle, lengths as stated.
     unsafe {

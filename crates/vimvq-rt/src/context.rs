@@ -229,7 +229,12 @@ impl FramePlan {
 
     /// Preprocesses one `frame` into the normalised tensor `out` ([`VimConfig::input_len`]
     /// values), using `scratch` (at least [`FramePlan::scratch_bytes`] bytes, any alignment).
-    pub fn run(&self, frame: &[u8], out: &mut [f32], scratch: &mut [u8]) -> Result<(), ContextError> {
+    pub fn run(
+        &self,
+        frame: &[u8],
+        out: &mut [f32],
+        scratch: &mut [u8],
+    ) -> Result<(), ContextError> {
         let needed = self.scratch_bytes().ok_or(ContextError::TooLarge)?;
         if scratch.len() < needed {
             return Err(ContextError::ScratchTooSmall {
@@ -413,17 +418,15 @@ impl<'m, 's> Context<'m, 's> {
     fn forward(&mut self, x: Option<&[f32]>) -> Result<(), ContextError> {
         let input = x.unwrap_or(self.tensor);
         let opts = forward::InferOptions::default();
-        #[cfg(feature = "std")]
-        forward::infer_threaded(
+        forward::infer_impl(
             &self.model,
             input,
             self.logits,
             self.infer,
             &opts,
             self.threads,
+            None,
         )?;
-        #[cfg(not(feature = "std"))]
-        forward::infer_with(&self.model, input, self.logits, self.infer, &opts)?;
         Ok(())
     }
 }

@@ -13,6 +13,12 @@
 //! tokens each scan visits, scans stopped at the cls position, `out_proj` and the final norm on
 //! the cls row only); the result is bit-identical to the full computation
 //! ([`InferOptions::cls_only_last_layer`]).
+//!
+//! The patch embedding and the layers are written once, in `forward/team.rs`, as the share of
+//! worker `w` of `n`: [`infer`] runs that team with one worker on the calling thread,
+//! `infer_threaded` (`std`) with `n`, so both give the same logits by construction. The final
+//! norm and the head run on the calling thread. Most callers want [`crate::context`], which adds
+//! frame conversion, preprocessing and top-k.
 
 use core::fmt;
 use core::ops::Range;
@@ -427,7 +433,7 @@ fn mark(t: &mut Option<&mut dyn OpTimer>, op: Op) {
 
 /// The forward pass on `threads` workers (0 counts as 1; more than one only with `std`): the
 /// team runs patch embedding and every layer, then the calling thread the final norm and head.
-fn infer_impl(
+pub(crate) fn infer_impl(
     model: &Model<'_>,
     input: &[f32],
     logits: &mut [f32],
