@@ -414,6 +414,15 @@ impl<'m, 's> Context<'m, 's> {
         self.logits
     }
 
+    /// The pooled feature vector of the last classification (`D` values): the class token after
+    /// the final norm, which the head maps to the logits (`logits = features · headᵀ + bias`).
+    /// Meaningless before the first classification.
+    pub fn features(&self) -> &[f32] {
+        let c = self.model.config();
+        let (pos, d) = (c.cls_pos(), c.embed_dim);
+        forward::final_hidden(c, self.infer).map_or(&[], |h| &h[pos * d..(pos + 1) * d])
+    }
+
     /// The network on `x`, or on the preprocessed frame in `self.tensor`.
     fn forward(&mut self, x: Option<&[f32]>) -> Result<(), ContextError> {
         let input = x.unwrap_or(self.tensor);

@@ -542,6 +542,17 @@ fn head(
     Ok(())
 }
 
+/// The final hidden states `norm_f(residual + hidden)` that the last forward pass left in
+/// `scratch` (the bytes it ran in), `L × D` row-major. The cls row ([`VimConfig::cls_pos`]) is
+/// the pooled feature vector the head consumes; the other rows are final only when the pass ran
+/// with `cls_only_last_layer: false`.
+pub(crate) fn final_hidden<'s>(c: &VimConfig, scratch: &'s [u8]) -> Option<&'s [f32]> {
+    let (_, lines, _) = bytemuck::pod_align_to::<u8, Line>(scratch);
+    let floats: &[f32] = bytemuck::cast_slice(lines);
+    let start = buffer_lens(c)[0];
+    floats.get(start..start + c.seq_len() * c.embed_dim)
+}
+
 /// Token rows that patches `patches` occupy, plus the cls row when the range reaches it: patches
 /// before the cls position keep their index, the others move up by one, and the range that
 /// starts at or contains the cls position owns its row. Consecutive patch ranges give

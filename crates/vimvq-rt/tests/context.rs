@@ -6,7 +6,7 @@ mod fixtures;
 
 use proptest::prelude::*;
 use vimvq_rt::context::{top_k, Context, ContextError, FramePlan, Input, Top};
-use vimvq_rt::format::AlignedBytes;
+use vimvq_rt::format::{AlignedBytes, Role};
 use vimvq_rt::forward::infer;
 use vimvq_rt::frame::{self, FrameError, FrameFormat};
 use vimvq_rt::model::Model;
@@ -255,4 +255,48 @@ fn errors_are_values_not_panics() {
     };
     assert!(Context::scratch_bytes(&model, huge, 1).is_err());
     assert!(!ContextError::NotAFrameContext.to_string().is_empty());
+}
+
+#[test]
+fn features_are_what_the_head_consumes() {
+    let mut checked = 0;
+    for (name, bytes) in fixtures::fixtures() {
+        let file = AlignedBytes::from_slice(&bytes);
+        let model = Model::parse(&file).unwrap();
+        let c = *model.config();
+        let Some(w) = model.dense(Role::HeadWeight, 0) else {
+            continue; // a VQ head: checked through the dense fixture
+        };
+        let b = model.dense(Role::HeadBias, 0).unwrap();
+        let (fw, fh) = (23, 45);
+        let data = frame_bytes(fw * fh * 3, 4);
+        let input = Input::Frame {
+            format: FrameFormat::Rgb24,
+            width: fw,
+            height: fh,
+        };
+        for threads in [1, 2] {
+            let mut scratch = vec![0u8; Context::scratch_bytes(&model, input, threads).unwrap()];
+            let mut ctx = Context::new(model, input, threads, &mut scratch).unwrap();
+            ctx.classify(&data, &mut []).unwrap();
+            let f = ctx.features();
+            assert_eq!(f.len(), c.embed_dim);
+            for (j, &l) in ctx.logits().iter().enumerate() {
+                let row = &w[j * c.embed_dim..(j + 1) * c.embed_dim];
+                let dot: f64 = row.iter().zip(f).map(|(&a, &x)| a as f64 * x as f64).sum();
+                let want = dot + b[j] as f64;
+                let scale: f64 = row
+                    .iter()
+                    .zip(f)
+                    .map(|(&a, &x)| (a as f64 * x as f64).abs())
+                    .sum();
+                assert!(
+                    (l as f64 - want).abs() <= 1e-5 * (scale + b[j].abs() as f64 + 1.0),
+                    "{name} threads {threads} class {j}: {l} vs {want}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no fixture with a dense head");
 }
