@@ -5,7 +5,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use image::{DynamicImage, ImageReader};
-use vimvq_rt::preprocess::{ImageRef, PixelFormat};
+use vimvq_rt::frame::FrameFormat;
+use vimvq_rt::preprocess::PixelFormat;
 
 /// File extensions `eval` picks up (compared case-insensitively), as listed in docs/CLI.md.
 pub const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
@@ -17,7 +18,7 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// A decoded 8-bit image ready for [`vimvq_rt::preprocess`].
+/// A decoded 8-bit image ready for [`vimvq_rt::context`].
 #[derive(Debug)]
 pub struct Decoded {
     /// Interleaved pixels, rows top to bottom.
@@ -31,13 +32,11 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// Borrowed view for the preprocessing.
-    pub fn as_ref(&self) -> ImageRef<'_> {
-        ImageRef {
-            data: &self.data,
-            width: self.width,
-            height: self.height,
-            format: self.format,
+    /// The frame layout of `data` for [`vimvq_rt::context`].
+    pub fn frame_format(&self) -> FrameFormat {
+        match self.format {
+            PixelFormat::L8 => FrameFormat::Gray8,
+            PixelFormat::Rgb8 => FrameFormat::Rgb24,
         }
     }
 }

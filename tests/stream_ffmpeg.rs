@@ -1,5 +1,5 @@
 //! `vimvq stream` fed by a real `ffmpeg` (Debian package) from real photos — the bundled
-//! Fashion-MNIST samples and `python3-skimage`'s data set — in rgb24 and i420, against
+//! Fashion-MNIST samples and `python3-skimage`'s data set — in rgb24, i420 and gray8, against
 //! `vimvq run` on the same pictures; plus the error paths (truncated frame, garbage `--size`,
 //! closed stdout).
 //!
@@ -262,6 +262,48 @@ fn rgb24_frames_match_run() {
         let (c, p) = parse_line(line, i, k);
         // Same pixels, same preprocessing, same network: identical results.
         assert_eq!(&c, wc, "frame {i} ({})", pngs[i].display());
+        for (a, b) in p.iter().zip(wp) {
+            assert!((a - b).abs() <= 1e-6, "frame {i}: prob {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn gray8_frames_match_run_on_gray_pngs() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tmp("gray8");
+    let pngs = frames_png(&dir);
+    // The same pictures as 8-bit gray PNGs (decoded as PIL mode L) and as one raw gray stream.
+    let mut grays = Vec::new();
+    for (i, p) in pngs.iter().enumerate() {
+        let g = dir.join(format!("g_{i:03}.png"));
+        run_ok(
+            Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-i"])
+                .arg(p)
+                .args(["-pix_fmt", "gray"])
+                .arg(&g),
+        );
+        grays.push(g);
+    }
+    let raw = run_ok(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(dir.join("g_%03d.png"))
+            .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"]),
+    );
+    assert_eq!(raw.len(), grays.len() * W * H);
+    let size = format!("{W}x{H}");
+    let (code, lines, err) = stream(&["--size", &size, "--format", "gray8", "--topk", "3"], raw);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines.len(), grays.len(), "{err}");
+    let k = 3.min(classes());
+    let want = run_json(&grays);
+    for (i, (line, (wc, wp))) in lines.iter().zip(&want).enumerate() {
+        let (c, p) = parse_line(line, i, k);
+        assert_eq!(&c, wc, "frame {i} ({})", grays[i].display());
         for (a, b) in p.iter().zip(wp) {
             assert!((a - b).abs() <= 1e-6, "frame {i}: prob {a} vs {b}");
         }

@@ -1,103 +1,81 @@
-//! One inference context: the parsed model plus every buffer an image needs, allocated once and
-//! reused (one per worker thread).
+//! The CLI's owner of an inference context's buffers: the parsed model plus one scratch buffer,
+//! reused from image to image (grown when a larger image needs more) — one per worker thread.
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
-use vimvq_rt::forward;
+use anyhow::{anyhow, Result};
+use vimvq_rt::context::{Context, ContextError, Input, Top};
 use vimvq_rt::model::Model;
-use vimvq_rt::preprocess::Plan;
 
+use super::alloc_scratch;
 use crate::image_io;
 
-/// Model + input tensor + logits + inference scratch + preprocessing scratch.
+/// Model + scratch + the last logits and top-k.
 pub struct Classifier<'m> {
     model: Model<'m>,
-    input: Vec<f32>,
-    logits: Vec<f32>,
-    scratch: Vec<u8>,
-    pre_scratch: Vec<u8>,
     threads: usize,
+    scratch: Vec<u8>,
+    logits: Vec<f32>,
+    top: Vec<Top>,
+}
+
+/// What one classification returns.
+pub struct Classified<'a> {
+    /// Every class's logit.
+    pub logits: &'a [f32],
+    /// The best classes, best first ([`vimvq_rt::context::top_k`]'s order).
+    pub top: &'a [Top],
 }
 
 impl<'m> Classifier<'m> {
-    /// Allocates the buffers `model` needs to run each inference on `threads` threads.
-    pub fn new(model: Model<'m>, threads: usize) -> Result<Self> {
-        let c = model.config();
-        if c.channels != 1 && c.channels != 3 {
-            bail!(
-                "models with {} input channels are not supported",
-                c.channels
-            );
-        }
-        let scratch_len = c.scratch_bytes_threaded(threads);
-        if scratch_len == usize::MAX {
-            bail!("model dimensions too large for this machine");
-        }
+    /// A classifier reporting the best `k` classes (at most the class count), each inference on
+    /// `threads` threads; allocates the network's scratch.
+    pub fn new(model: Model<'m>, threads: usize, k: usize) -> Result<Self> {
+        let c = *model.config();
+        let bytes = Context::scratch_bytes(&model, Input::Tensor, threads)?;
         Ok(Classifier {
-            input: vec![0.0; c.input_len()],
+            scratch: alloc_scratch(bytes)?,
             logits: vec![0.0; c.num_classes],
-            scratch: vec![0; scratch_len],
-            pre_scratch: Vec::new(),
+            top: vec![Top::default(); k.min(c.num_classes)],
             threads,
             model,
         })
     }
 
+    /// Builds a context for `input` in the scratch (grown first if `input` needs more) and
+    /// runs `f` on it with the top-k buffer.
+    fn run(
+        &mut self,
+        input: Input,
+        f: impl FnOnce(&mut Context<'m, '_>, &mut [Top]) -> Result<usize, ContextError>,
+    ) -> Result<Classified<'_>> {
+        let bytes = Context::scratch_bytes(&self.model, input, self.threads)?;
+        if self.scratch.len() < bytes {
+            self.scratch = alloc_scratch(bytes)?;
+        }
+        let mut ctx = Context::new(self.model, input, self.threads, &mut self.scratch)?;
+        f(&mut ctx, &mut self.top)?;
+        self.logits.copy_from_slice(ctx.logits());
+        Ok(Classified {
+            logits: &self.logits,
+            top: &self.top,
+        })
+    }
+
     /// Decodes, preprocesses (the model's stored transform) and classifies one image file.
-    pub fn classify_image(&mut self, path: &Path) -> Result<&[f32]> {
+    pub fn classify_image(&mut self, path: &Path) -> Result<Classified<'_>> {
         let img = image_io::decode(path)?;
-        let c = *self.model.config();
-        let plan = Plan::new(
-            img.width,
-            img.height,
-            img.format,
-            self.model.preprocess(),
-            c.channels,
-        )
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        if plan.output_len() != self.input.len() {
-            bail!(
-                "{}: preprocessing yields {} values, the model takes {}",
-                path.display(),
-                plan.output_len(),
-                self.input.len()
-            );
-        }
-        let need = plan.scratch_bytes();
-        if self.pre_scratch.len() < need {
-            self.pre_scratch.resize(need, 0);
-        }
-        plan.run(&img.as_ref(), &mut self.input, &mut self.pre_scratch)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        self.infer()
-            .map_err(|e| anyhow!("{}: inference failed: {e}", path.display()))?;
-        Ok(&self.logits)
+        let input = Input::Frame {
+            format: img.frame_format(),
+            width: img.width,
+            height: img.height,
+        };
+        self.run(input, |ctx, top| ctx.classify(&img.data, top))
+            .map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 
     /// Classifies one already-normalised CHW tensor.
-    pub fn classify_tensor(&mut self, x: &[f32]) -> Result<&[f32]> {
-        if x.len() != self.input.len() {
-            bail!(
-                "tensor has {} values, the model takes {}",
-                x.len(),
-                self.input.len()
-            );
-        }
-        self.input.copy_from_slice(x);
-        self.infer().map_err(|e| anyhow!("inference failed: {e}"))?;
-        Ok(&self.logits)
-    }
-
-    /// `self.input` → `self.logits`.
-    fn infer(&mut self) -> Result<(), forward::InferError> {
-        forward::infer_threaded(
-            &self.model,
-            &self.input,
-            &mut self.logits,
-            &mut self.scratch,
-            &forward::InferOptions::default(),
-            self.threads,
-        )
+    pub fn classify_tensor(&mut self, x: &[f32]) -> Result<Classified<'_>> {
+        self.run(Input::Tensor, |ctx, top| ctx.classify_tensor(x, top))
     }
 }

@@ -9,11 +9,11 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use vimvq_rt::context::Top;
 
 use super::classify::Classifier;
 use super::{
     io_error, kl_logits, open_model, parse_model, print_line, progress_allowed, threads_parser,
-    top_k,
 };
 use crate::image_io::has_image_extension;
 
@@ -210,14 +210,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                let mut clf = match Classifier::new(model, 1) {
+                let mut clf = match Classifier::new(model, 1, k5) {
                     Ok(c) => c,
                     Err(e) => {
                         record(&failure, &stop, 0, e);
                         return;
                     }
                 };
-                let mut ref_clf = match ref_model.map(|m| Classifier::new(m, 1)).transpose() {
+                let mut ref_clf = match ref_model.map(|m| Classifier::new(m, 1, 1)).transpose() {
                     Ok(c) => c,
                     Err(e) => {
                         record(&failure, &stop, 0, e);
@@ -228,14 +228,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(sample) = samples.get(i) else { break };
                     match clf.classify_image(&sample.path) {
-                        Ok(logits) => {
+                        Ok(r) => {
                             if let Some(rc) = ref_clf.as_mut() {
                                 match rc.classify_image(&sample.path) {
-                                    Ok(rl) => {
-                                        if top_k(rl, 1) == top_k(logits, 1) {
+                                    Ok(rr) => {
+                                        if rr.top.first().map(|t| t.class_index)
+                                            == r.top.first().map(|t| t.class_index)
+                                        {
                                             agree.fetch_add(1, Ordering::Relaxed);
                                         }
-                                        let kl = kl_logits(rl, logits);
+                                        let kl = kl_logits(rr.logits, r.logits);
                                         kls.lock().unwrap_or_else(|p| p.into_inner())[i] = kl;
                                     }
                                     Err(e) => {
@@ -244,11 +246,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
                                     }
                                 }
                             }
-                            let top = top_k(logits, k5);
-                            if top.first() == Some(&sample.class) {
+                            let hit = |t: &Top| t.class_index as usize == sample.class;
+                            if r.top.first().is_some_and(hit) {
                                 top1.fetch_add(1, Ordering::Relaxed);
                             }
-                            if top.contains(&sample.class) {
+                            if r.top.iter().any(hit) {
                                 top5.fetch_add(1, Ordering::Relaxed);
                             }
                             let n = done.fetch_add(1, Ordering::Relaxed) + 1;

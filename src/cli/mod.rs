@@ -240,33 +240,22 @@ pub fn kl_logits(p: &[f32], q: &[f32]) -> f64 {
         .max(0.0)
 }
 
-/// Numerically stable softmax in f64, returned as f32 probabilities.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|v| !v.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max) as f64;
-    let exps: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|&e| (e / sum) as f32).collect()
+/// The best `k` classes of `logits` with their probabilities, by the runtime's one top-k rule
+/// ([`vimvq_rt::context::top_k`]).
+pub fn top_classes(logits: &[f32], k: usize) -> Vec<vimvq_rt::context::Top> {
+    let mut top = vec![vimvq_rt::context::Top::default(); k.min(logits.len())];
+    vimvq_rt::context::top_k(logits, &mut top);
+    top
 }
 
-/// Indices of the `k` largest logits, largest first; ties go to the lower class index, NaN
-/// sorts last.
-pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| {
-        let (x, y) = (logits[a], logits[b]);
-        match (x.is_nan(), y.is_nan()) {
-            (true, true) => a.cmp(&b),
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => y.total_cmp(&x).then(a.cmp(&b)),
-        }
-    });
-    idx.truncate(k);
-    idx
+/// A zeroed scratch buffer of `bytes` bytes; a clear error, not an abort, when the memory is
+/// not there.
+pub fn alloc_scratch(bytes: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes)
+        .map_err(|_| anyhow!("cannot allocate {bytes} bytes of scratch memory"))?;
+    v.resize(bytes, 0);
+    Ok(v)
 }
 
 /// True if progress bars may be drawn (stderr is a terminal and JSON was not asked for).
@@ -287,19 +276,6 @@ pub fn print_line(s: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_k_orders_and_breaks_ties() {
-        let l = [1.0, 3.0, f32::NAN, 3.0, -2.0];
-        assert_eq!(top_k(&l, 3), vec![1, 3, 0]);
-        assert_eq!(top_k(&l, 10), vec![1, 3, 0, 4, 2]);
-    }
-
-    #[test]
-    fn softmax_sums_to_one() {
-        let p = softmax(&[1000.0, 1000.0, -1000.0]);
-        assert!((p[0] - 0.5).abs() < 1e-6 && (p[1] - 0.5).abs() < 1e-6 && p[2] == 0.0);
-    }
 
     #[test]
     fn errors_fold_to_one_line() {

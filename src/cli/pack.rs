@@ -18,8 +18,8 @@ use vimvq_pack::import;
 use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
 use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
+use vimvq_rt::context::{ContextError, FramePlan};
 use vimvq_rt::format::{to_bytes, PackedModel};
-use vimvq_rt::preprocess::Plan;
 
 use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};
 use crate::image_io::{self, has_image_extension};
@@ -305,32 +305,29 @@ pub fn load_calibration(
     })
 }
 
-/// Decodes `path` and applies the model's stored preprocessing (as `vimvq run` does).
+/// Decodes `path` and applies the model's stored preprocessing: the frame stage of the
+/// inference context `vimvq run` uses.
 fn preprocess_file(path: &Path, model: &PackedModel, scratch: &mut Vec<u8>) -> Result<Vec<f32>> {
-    let c = model.config;
     let img = image_io::decode(path)?;
-    let plan = Plan::new(
+    let what = |e: ContextError| anyhow!("{}: {e}", path.display());
+    let c = &model.config;
+    let fp = FramePlan::new(
+        &model.preprocess,
+        c,
+        img.frame_format(),
         img.width,
         img.height,
-        img.format,
-        &model.preprocess,
-        c.channels,
     )
-    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if plan.output_len() != c.input_len() {
-        bail!(
-            "{}: preprocessing yields {} values, the model takes {}",
-            path.display(),
-            plan.output_len(),
-            c.input_len()
-        );
-    }
-    if scratch.len() < plan.scratch_bytes() {
-        scratch.resize(plan.scratch_bytes(), 0);
+    .map_err(what)?;
+    let bytes = fp
+        .scratch_bytes()
+        .ok_or(ContextError::TooLarge)
+        .map_err(what)?;
+    if scratch.len() < bytes {
+        *scratch = super::alloc_scratch(bytes)?;
     }
     let mut x = vec![0.0f32; c.input_len()];
-    plan.run(&img.as_ref(), &mut x, scratch)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    fp.run(&img.data, &mut x, scratch).map_err(what)?;
     Ok(x)
 }
 
@@ -410,7 +407,13 @@ fn evaluate(
         .zip(lq.chunks_exact(classes))
     {
         let y = all[i].class;
-        let (ta, tb) = (super::top_k(a, k5), super::top_k(b, k5));
+        let class = |top: &[vimvq_rt::context::Top]| -> Vec<usize> {
+            top.iter().map(|t| t.class_index as usize).collect()
+        };
+        let (ta, tb) = (
+            class(&super::top_classes(a, k5)),
+            class(&super::top_classes(b, k5)),
+        );
         f1 += usize::from(ta[0] == y);
         f5 += usize::from(ta.contains(&y));
         t1 += usize::from(tb[0] == y);

@@ -6,8 +6,10 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::classify::Classifier;
-use super::{open_model, output_labels, parse_model, print_line, softmax, threads_parser, top_k};
+use super::classify::{Classified, Classifier};
+use vimvq_rt::context::Top;
+
+use super::{open_model, output_labels, parse_model, print_line, threads_parser};
 
 /// Arguments of `vimvq run`.
 #[derive(Args, Debug)]
@@ -37,7 +39,7 @@ pub struct RunArgs {
 }
 
 #[derive(Serialize)]
-struct Top<'a> {
+struct TopJson<'a> {
     class: usize,
     label: Option<&'a str>,
     prob: f32,
@@ -46,7 +48,7 @@ struct Top<'a> {
 #[derive(Serialize)]
 struct Output<'a> {
     logits: Vec<f32>,
-    top: Vec<Top<'a>>,
+    top: Vec<TopJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -63,60 +65,53 @@ pub fn run(a: RunArgs) -> Result<()> {
     let k = usize::try_from(a.topk)
         .unwrap_or(usize::MAX)
         .min(c.num_classes);
-    let mut clf = Classifier::new(model, a.threads)?;
+    let mut clf = Classifier::new(model, a.threads, k)?;
 
-    // (display name, logits) per input, in input order.
-    let mut results: Vec<(String, Vec<f32>)> = Vec::new();
-    let emit = |name: String, logits: &[f32], results: &mut Vec<(String, Vec<f32>)>| {
+    let mut outputs: Vec<Output> = Vec::new();
+    let mut emit = |name: String, r: Classified<'_>| {
         if a.json {
-            results.push((name, logits.to_vec()));
+            let top = r
+                .top
+                .iter()
+                .map(|t| TopJson {
+                    class: t.class_index as usize,
+                    label: labels.get(t.class_index as usize).map(String::as_str),
+                    prob: t.prob,
+                })
+                .collect();
+            outputs.push(Output {
+                logits: r.logits.to_vec(),
+                top,
+            });
             Ok(())
         } else {
-            print_line(&text_line(&name, logits, k, &labels))
+            print_line(&text_line(&name, r.top, &labels))
         }
     };
     if let Some(t) = &a.tensor {
         let batch = crate::npy::read_batch(t, c.channels, c.img_size)?;
         for (i, x) in batch.data.chunks_exact(c.input_len()).enumerate() {
-            let name = format!("{}[{i}]", t.display());
-            let logits = clf.classify_tensor(x)?;
-            emit(name, logits, &mut results)?;
+            emit(format!("{}[{i}]", t.display()), clf.classify_tensor(x)?)?;
         }
     } else {
         for p in &a.images {
-            let logits = clf.classify_image(p)?;
-            emit(p.display().to_string(), logits, &mut results)?;
+            emit(p.display().to_string(), clf.classify_image(p)?)?;
         }
     }
     if a.json {
-        let outputs = results
-            .into_iter()
-            .map(|(_, logits)| {
-                let probs = softmax(&logits);
-                let top = top_k(&logits, k)
-                    .into_iter()
-                    .map(|i| Top {
-                        class: i,
-                        label: labels.get(i).map(String::as_str),
-                        prob: probs[i],
-                    })
-                    .collect();
-                Output { logits, top }
-            })
-            .collect();
         print_line(&serde_json::to_string(&Report { outputs })?)?;
     }
     Ok(())
 }
 
-/// `name: label (class) prob, …` for the top `k` classes.
-fn text_line(name: &str, logits: &[f32], k: usize, labels: &[String]) -> String {
-    let probs = softmax(logits);
-    let tops: Vec<String> = top_k(logits, k)
-        .into_iter()
-        .map(|i| {
+/// `name: label (class) prob, …` for the top classes.
+fn text_line(name: &str, top: &[Top], labels: &[String]) -> String {
+    let tops: Vec<String> = top
+        .iter()
+        .map(|t| {
+            let i = t.class_index as usize;
             let label = labels.get(i).map_or("-", String::as_str);
-            format!("{label} ({i}) {:.4}", probs[i])
+            format!("{label} ({i}) {:.4}", t.prob)
         })
         .collect();
     format!("{name}: {}", tops.join(", "))

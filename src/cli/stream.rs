@@ -7,8 +7,8 @@
 //! * Output, per frame: `{"frame": i, "top": [{"class", "label", "prob"}…], "latency_ms": x}`,
 //!   flushed line by line. `latency_ms` covers conversion, preprocessing and inference (not the
 //!   wait for the frame's bytes).
-//! * Memory is constant: every buffer (frame, RGB, preprocessing scratch, input, logits,
-//!   inference scratch, output line, latency histogram) is allocated once before the first frame.
+//! * Memory is constant: every buffer (frame, the inference context's scratch, output line,
+//!   latency histogram) is allocated once before the first frame.
 //! * End of input at a frame boundary, or a closed stdout (`EPIPE`, e.g. `| head`), ends cleanly
 //!   (exit 0) with a summary line on stderr: `stream: N frames, mean X ms, p90 Y ms, Z fps`.
 //! * A short final frame is an error: the complete frames' lines are written and flushed, the
@@ -20,13 +20,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
-use vimvq_rt::forward;
-use vimvq_rt::frame::{self, FrameFormat};
-use vimvq_rt::preprocess::{ImageRef, PixelFormat, Plan};
+use vimvq_rt::context::{Context, ContextError, Input, Top};
+use vimvq_rt::frame::FrameFormat;
 
-use super::{open_model, output_labels, parse_model, threads_parser};
+use super::{alloc_scratch, open_model, output_labels, parse_model, threads_parser};
 
 /// Largest accepted frame side (a 16K frame; keeps buffers sane).
 const MAX_SIDE: usize = 16384;
@@ -38,6 +37,8 @@ pub enum FormatArg {
     Rgb24,
     /// Planar 4:2:0 Y, U, V, BT.601 limited range (`-pix_fmt yuv420p`, `--codec yuv420`).
     I420,
+    /// One 8-bit luma sample per pixel (`-pix_fmt gray`).
+    Gray8,
 }
 
 impl FormatArg {
@@ -45,12 +46,14 @@ impl FormatArg {
         match self {
             FormatArg::Rgb24 => FrameFormat::Rgb24,
             FormatArg::I420 => FrameFormat::I420,
+            FormatArg::Gray8 => FrameFormat::Gray8,
         }
     }
     fn name(self) -> &'static str {
         match self {
             FormatArg::Rgb24 => "rgb24",
             FormatArg::I420 => "i420",
+            FormatArg::Gray8 => "gray8",
         }
     }
 }
@@ -182,39 +185,24 @@ pub fn run(a: StreamArgs) -> Result<()> {
     let labels = output_labels(&model, None)?;
     let c = *model.config();
     let (w, h) = (a.size.width, a.size.height);
-    let fmt = a.format.frame_format();
-    let frame_bytes = frame::frame_len(fmt, w, h)
-        .ok_or_else(|| anyhow!("--size {w}x{h}: frame too large for this machine"))?;
     let k = usize::try_from(a.topk)
         .unwrap_or(usize::MAX)
         .min(c.num_classes);
-    let plan = Plan::new(w, h, PixelFormat::Rgb8, model.preprocess(), c.channels)
-        .map_err(|e| anyhow!("--size {w}x{h}: cannot preprocess frames of this size: {e}"))?;
-    if plan.output_len() != c.input_len() {
-        bail!(
-            "preprocessing yields {} values, the model takes {}",
-            plan.output_len(),
-            c.input_len()
-        );
-    }
-    let scratch_len = c.scratch_bytes_threaded(a.threads);
-    if scratch_len == usize::MAX {
-        bail!("model dimensions too large for this machine");
-    }
+    let input = Input::Frame {
+        format: a.format.frame_format(),
+        width: w,
+        height: h,
+    };
+    let cannot =
+        |e: ContextError| anyhow!("--size {w}x{h}: cannot classify frames of this size: {e}");
+    let bytes = Context::scratch_bytes(&model, input, a.threads).map_err(cannot)?;
 
     // Every buffer, once.
-    let mut frame_buf = vec![0u8; frame_bytes];
-    let mut rgb = match fmt {
-        FrameFormat::Rgb24 => Vec::new(),
-        FrameFormat::I420 => vec![0u8; w * h * 3],
-    };
-    let mut pre_scratch = vec![0u8; plan.scratch_bytes()];
-    let mut input = vec![0f32; c.input_len()];
-    let mut logits = vec![0f32; c.num_classes];
-    let mut probs = vec![0f32; c.num_classes];
-    let mut order: Vec<usize> = Vec::with_capacity(c.num_classes);
-    let mut scratch = vec![0u8; scratch_len];
-    let opts = forward::InferOptions::default();
+    let mut scratch = alloc_scratch(bytes)?;
+    let mut ctx = Context::new(model, input, a.threads, &mut scratch).map_err(cannot)?;
+    let frame_bytes = ctx.frame_bytes();
+    let mut frame_buf = alloc_scratch(frame_bytes)?;
+    let mut top = vec![Top::default(); k];
     let mut line = String::with_capacity(64 + k * 96);
     let mut hist = Histogram::new();
     // Labels as JSON values, escaped once.
@@ -243,41 +231,24 @@ pub fn run(a: StreamArgs) -> Result<()> {
             break;
         }
         let t0 = Instant::now();
-        let pixels: &[u8] = match fmt {
-            FrameFormat::Rgb24 => &frame_buf,
-            FrameFormat::I420 => {
-                frame::i420_to_rgb24(&frame_buf, w, h, &mut rgb)
-                    .map_err(|e| anyhow!("frame {frames}: {e}"))?;
-                &rgb
-            }
-        };
-        let img = ImageRef {
-            data: pixels,
-            width: w,
-            height: h,
-            format: PixelFormat::Rgb8,
-        };
-        plan.run(&img, &mut input, &mut pre_scratch)
+        ctx.classify(&frame_buf, &mut top)
             .map_err(|e| anyhow!("frame {frames}: {e}"))?;
-        forward::infer_threaded(&model, &input, &mut logits, &mut scratch, &opts, a.threads)
-            .map_err(|e| anyhow!("frame {frames}: inference failed: {e}"))?;
-        softmax_into(&logits, &mut probs);
-        top_k_into(&logits, k, &mut order);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         hist.add(ms);
 
         line.clear();
         let _ = write!(line, "{{\"frame\":{frames},\"top\":[");
-        for (j, &i) in order.iter().enumerate() {
+        for (j, t) in top.iter().enumerate() {
             if j > 0 {
                 line.push(',');
             }
+            let i = t.class_index as usize;
             let _ = write!(
                 line,
                 "{{\"class\":{i},\"label\":{},\"prob\":",
                 label_json[i]
             );
-            push_json_f32(&mut line, probs[i]);
+            push_json_f32(&mut line, t.prob);
             line.push('}');
         }
         let _ = writeln!(line, "],\"latency_ms\":{ms:.3}}}");
@@ -322,36 +293,6 @@ pub fn run(a: StreamArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Softmax in f64 into `out` (as [`super::softmax`], without allocating).
-fn softmax_into(logits: &[f32], out: &mut [f32]) {
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|v| !v.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    for (o, &v) in out.iter_mut().zip(logits) {
-        *o = ((v as f64 - max).exp() / sum) as f32;
-    }
-}
-
-/// [`super::top_k`] into a reused vector (same order: largest first, ties to the lower index,
-/// NaN last).
-fn top_k_into(logits: &[f32], k: usize, idx: &mut Vec<usize>) {
-    idx.clear();
-    idx.extend(0..logits.len());
-    idx.sort_unstable_by(|&a, &b| {
-        let (x, y) = (logits[a], logits[b]);
-        match (x.is_nan(), y.is_nan()) {
-            (true, true) => a.cmp(&b),
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => y.total_cmp(&x).then(a.cmp(&b)),
-        }
-    });
-    idx.truncate(k);
 }
 
 /// Appends `v` as a JSON number (shortest round-trip form), or `null` if not finite.
@@ -402,16 +343,5 @@ mod tests {
         let p90 = h.quantile(0.9);
         assert!((p90 / 90.0 - 1.0).abs() < 0.011, "{p90}");
         assert!((h.mean() - 50.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn topk_matches_shared_helper() {
-        let l = [1.0, 3.0, f32::NAN, 3.0, -2.0];
-        let mut v = Vec::new();
-        top_k_into(&l, 3, &mut v);
-        assert_eq!(v, super::super::top_k(&l, 3));
-        let mut p = [0f32; 5];
-        softmax_into(&l[..2], &mut p[..2]);
-        assert_eq!(&p[..2], &super::super::softmax(&l[..2])[..]);
     }
 }

@@ -44,6 +44,7 @@ extern "C" {
 /* Pixel formats. */
 #define VIMVQ_FORMAT_RGB24 0
 #define VIMVQ_FORMAT_I420 1
+#define VIMVQ_FORMAT_GRAY8 2 /* one 8-bit luma sample per pixel, W*H bytes */
 
 typedef struct vimvq_model vimvq_model;
 

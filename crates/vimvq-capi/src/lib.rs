@@ -17,11 +17,10 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use vimvq_rt::context::{Context, ContextError, Input, Top};
 use vimvq_rt::format::{AlignedBytes, ModelFile};
-use vimvq_rt::forward;
 use vimvq_rt::frame::{self, FrameFormat};
 use vimvq_rt::model::Model;
-use vimvq_rt::preprocess::{ImageRef, PixelFormat, Plan};
 
 /// Status codes (`VIMVQ_OK` … in the header).
 pub type vimvq_status = c_int;
@@ -46,16 +45,11 @@ pub const VIMVQ_E_PANIC: vimvq_status = 7;
 pub const VIMVQ_FORMAT_RGB24: c_int = 0;
 /// Planar 4:2:0, BT.601 limited range (see `vimvq_rt::frame`).
 pub const VIMVQ_FORMAT_I420: c_int = 1;
+/// One 8-bit luma sample per pixel.
+pub const VIMVQ_FORMAT_GRAY8: c_int = 2;
 
-/// One top-k entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct vimvq_top {
-    /// Class index.
-    pub class_index: u32,
-    /// Softmax probability.
-    pub prob: f32,
-}
+/// One top-k entry: `{ uint32_t class_index; float prob; }` (the runtime's own type).
+pub type vimvq_top = Top;
 
 /// Model facts (`vimvq_model_info`).
 #[repr(C)]
@@ -77,7 +71,6 @@ pub struct vimvq_info {
     pub infer_scratch_bytes: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<vimvq_top>() == 8);
 const _: () = assert!(core::mem::size_of::<vimvq_info>() == 40);
 
 /// An open model (opaque to C).
@@ -334,12 +327,13 @@ fn frame_format(f: c_int) -> Result<FrameFormat, Error> {
     match f {
         VIMVQ_FORMAT_RGB24 => Ok(FrameFormat::Rgb24),
         VIMVQ_FORMAT_I420 => Ok(FrameFormat::I420),
+        VIMVQ_FORMAT_GRAY8 => Ok(FrameFormat::Gray8),
         _ => Err(err(VIMVQ_E_ARG, format!("unknown pixel format {f}"))),
     }
 }
 
-/// Bytes of one `width × height` frame in `format`: `W·H·3` (RGB24) or `W·H + 2·⌈W/2⌉·⌈H/2⌉`
-/// (I420). 0 on a zero side, overflow or unknown format.
+/// Bytes of one `width × height` frame in `format`: `W·H·3` (RGB24), `W·H + 2·⌈W/2⌉·⌈H/2⌉`
+/// (I420) or `W·H` (gray). 0 on a zero side, overflow or unknown format.
 #[no_mangle]
 pub extern "C" fn vimvq_frame_bytes(width: u32, height: u32, format: c_int) -> usize {
     let mut n = 0;
@@ -351,57 +345,31 @@ pub extern "C" fn vimvq_frame_bytes(width: u32, height: u32, format: c_int) -> u
     n
 }
 
-const ALIGN: usize = 64;
-
-fn round_up(n: usize) -> Option<usize> {
-    n.checked_add(ALIGN - 1).map(|v| v / ALIGN * ALIGN)
-}
-
-/// Byte sizes of the scratch pieces: (rgb, preprocessing, input f32, logits f32, inference).
-struct Layout {
-    plan: Plan,
-    fmt: FrameFormat,
-    sizes: [usize; 5],
-    total: usize,
-}
-
-fn layout(m: &vimvq_model, width: u32, height: u32, format: c_int) -> Result<Layout, Error> {
-    let fmt = frame_format(format)?;
-    let (w, h) = (width as usize, height as usize);
-    let c = m.model.config();
-    let plan = Plan::new(w, h, PixelFormat::Rgb8, m.model.preprocess(), c.channels)
-        .map_err(|e| err(VIMVQ_E_ARG, format!("frame {w}x{h}: {e}")))?;
-    if plan.output_len() != c.input_len() {
-        return Err(err(
-            VIMVQ_E_FORMAT,
-            "preprocessing does not match the model input",
-        ));
-    }
-    let too_big = || err(VIMVQ_E_ARG, format!("frame {w}x{h} too large"));
-    let rgb = match fmt {
-        FrameFormat::Rgb24 => 0,
-        FrameFormat::I420 => frame::rgb24_len(w, h).ok_or_else(too_big)?,
-    };
-    let infer = m.model.scratch_bytes();
-    let sizes = [
-        rgb,
-        plan.scratch_bytes(),
-        c.input_len().checked_mul(4).ok_or_else(too_big)?,
-        c.num_classes.checked_mul(4).ok_or_else(too_big)?,
-        infer,
-    ];
-    let mut total = ALIGN - 1;
-    for s in sizes {
-        total = round_up(s)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(too_big)?;
-    }
-    Ok(Layout {
-        plan,
-        fmt,
-        sizes,
-        total,
+/// The context input for `width × height` frames in `format`.
+fn frame_input(width: u32, height: u32, format: c_int) -> Result<Input, Error> {
+    Ok(Input::Frame {
+        format: frame_format(format)?,
+        width: width as usize,
+        height: height as usize,
     })
+}
+
+/// A context error as a status code and message.
+fn context_error(e: ContextError, width: u32, height: u32) -> Error {
+    let code = match e {
+        ContextError::Channels(_) | ContextError::PlanMismatch { .. } => VIMVQ_E_FORMAT,
+        ContextError::ScratchTooSmall { .. } => VIMVQ_E_BUFFER,
+        ContextError::Infer(_) => VIMVQ_E_INFER,
+        _ => VIMVQ_E_ARG,
+    };
+    let msg = match e {
+        ContextError::ScratchTooSmall { .. } => format!("{e} (vimvq_scratch_bytes)"),
+        ContextError::Frame(_) | ContextError::Preprocess(_) | ContextError::TooLarge => {
+            format!("frame {width}x{height}: {e}")
+        }
+        _ => e.to_string(),
+    };
+    err(code, msg)
 }
 
 /// Scratch bytes [`vimvq_classify`] needs for `width × height` frames in `format` (any alignment;
@@ -420,18 +388,11 @@ pub unsafe extern "C" fn vimvq_scratch_bytes(
     let _ = guard(|| {
         // SAFETY: per the contract.
         let m = unsafe { handle(model) }?;
-        n = layout(m, width, height, format)?.total;
+        n = Context::scratch_bytes(&m.model, frame_input(width, height, format)?, 1)
+            .map_err(|e| context_error(e, width, height))?;
         Ok(())
     });
     n
-}
-
-/// Splits `bytes` at `n` (rounded up to [`ALIGN`]).
-fn take<'a>(bytes: &mut &'a mut [u8], n: usize) -> &'a mut [u8] {
-    let n_pad = round_up(n).unwrap_or(usize::MAX).min(bytes.len());
-    let (head, tail) = std::mem::take(bytes).split_at_mut(n_pad);
-    *bytes = tail;
-    &mut head[..n.min(n_pad)]
 }
 
 /// Classifies one frame: converts (I420 → RGB), resizes and crops with the model's stored
@@ -483,120 +444,27 @@ pub unsafe extern "C" fn vimvq_classify(
         if !top.is_null() && k == 0 {
             return Err(err(VIMVQ_E_ARG, "k is 0"));
         }
-        let lay = layout(m, width, height, format)?;
-        let expected = frame::frame_len(lay.fmt, width as usize, height as usize).unwrap_or(0);
-        if frame_len != expected {
-            return Err(err(
-                VIMVQ_E_ARG,
-                format!("frame holds {frame_len} bytes, a {width}x{height} frame of this format holds {expected}"),
-            ));
-        }
-        if scratch_len < lay.total {
-            return Err(err(
-                VIMVQ_E_BUFFER,
-                format!(
-                    "scratch holds {scratch_len} bytes, {} needed (vimvq_scratch_bytes)",
-                    lay.total
-                ),
-            ));
-        }
+        let input = frame_input(width, height, format)?;
         // SAFETY: non-NULL, `frame_len` readable bytes per the contract.
         let src = unsafe { std::slice::from_raw_parts(frame, frame_len) };
         // SAFETY: non-NULL, `scratch_len` writable bytes, not overlapping `frame`.
-        let all = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
-        let pad = all.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
-        let mut rest = &mut all[pad..];
-        let [rgb_n, pre_n, in_n, lg_n, inf_n] = lay.sizes;
-        let rgb = take(&mut rest, rgb_n);
-        let pre = take(&mut rest, pre_n);
-        let input: &mut [f32] = bytemuck_f32(take(&mut rest, in_n));
-        let lg: &mut [f32] = bytemuck_f32(take(&mut rest, lg_n));
-        let inf = take(&mut rest, inf_n);
-
-        let pixels: &[u8] = match lay.fmt {
-            FrameFormat::Rgb24 => src,
-            FrameFormat::I420 => {
-                frame::i420_to_rgb24(src, width as usize, height as usize, rgb)
-                    .map_err(|e| err(VIMVQ_E_ARG, e.to_string()))?;
-                rgb
-            }
+        let bytes = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
+        let mut ctx =
+            Context::new(m.model, input, 1, bytes).map_err(|e| context_error(e, width, height))?;
+        let out: &mut [vimvq_top] = if top.is_null() {
+            &mut []
+        } else {
+            // SAFETY: non-NULL, `k` writable entries per the contract (k only shrinks).
+            unsafe { std::slice::from_raw_parts_mut(top, k.min(classes)) }
         };
-        let img = ImageRef {
-            data: pixels,
-            width: width as usize,
-            height: height as usize,
-            format: PixelFormat::Rgb8,
-        };
-        lay.plan
-            .run(&img, input, pre)
-            .map_err(|e| err(VIMVQ_E_ARG, e.to_string()))?;
-        forward::infer(&m.model, input, lg, inf)
-            .map_err(|e| err(VIMVQ_E_INFER, format!("inference failed: {e}")))?;
+        ctx.classify(src, out)
+            .map_err(|e| context_error(e, width, height))?;
         if !logits.is_null() {
             // SAFETY: non-NULL, at least `classes` writable floats (checked above).
-            unsafe { std::ptr::copy_nonoverlapping(lg.as_ptr(), logits, classes) };
-        }
-        if !top.is_null() {
-            let k = k.min(classes);
-            // SAFETY: non-NULL, `k` writable entries per the contract (k only shrank).
-            let out = unsafe { std::slice::from_raw_parts_mut(top, k) };
-            top_k(lg, out);
+            unsafe { std::ptr::copy_nonoverlapping(ctx.logits().as_ptr(), logits, classes) };
         }
         Ok(())
     })
-}
-
-/// Views 64-byte-aligned scratch bytes as f32s (length rounded down).
-fn bytemuck_f32(b: &mut [u8]) -> &mut [f32] {
-    let n = b.len() / 4;
-    debug_assert_eq!(b.as_ptr().align_offset(4), 0);
-    // SAFETY: `b` starts on a 64-byte boundary (every piece of the carved scratch does), any bit
-    // pattern is a valid f32, and the view covers `n·4 ≤ len` bytes of the exclusive borrow.
-    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<f32>(), n) }
-}
-
-/// True if class `a` ranks before class `b`: larger logit, NaN last, ties to the lower index.
-fn before(l: &[f32], a: usize, b: usize) -> bool {
-    let (x, y) = (l[a], l[b]);
-    match (x.is_nan(), y.is_nan()) {
-        (true, true) => a < b,
-        (true, false) => false,
-        (false, true) => true,
-        _ => match y.total_cmp(&x) {
-            std::cmp::Ordering::Less => true,
-            std::cmp::Ordering::Greater => false,
-            std::cmp::Ordering::Equal => a < b,
-        },
-    }
-}
-
-/// The `out.len()` best classes with softmax probabilities (f64, as `vimvq run`), no allocation:
-/// repeated selection of the best class ranking after the previous pick.
-fn top_k(l: &[f32], out: &mut [vimvq_top]) {
-    let max = l
-        .iter()
-        .copied()
-        .filter(|v| !v.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = l.iter().map(|&v| (v as f64 - max).exp()).sum();
-    let mut prev: Option<usize> = None;
-    for slot in out.iter_mut() {
-        let mut best: Option<usize> = None;
-        for i in 0..l.len() {
-            if prev.is_some_and(|p| !before(l, p, i)) {
-                continue;
-            }
-            if best.is_none_or(|b| before(l, i, b)) {
-                best = Some(i);
-            }
-        }
-        let Some(b) = best else { break };
-        *slot = vimvq_top {
-            class_index: b as u32,
-            prob: ((l[b] as f64 - max).exp() / sum) as f32,
-        };
-        prev = Some(b);
-    }
 }
 
 /// Static description of a status code.
@@ -634,18 +502,4 @@ pub extern "C" fn vimvq_version() -> *const c_char {
             Err(_) => c"unknown",
         };
     V.as_ptr()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_k_order_ties_nan() {
-        let l = [1.0, 3.0, f32::NAN, 3.0, -2.0];
-        let mut out = [vimvq_top::default(); 5];
-        top_k(&l, &mut out);
-        let idx: Vec<u32> = out.iter().map(|t| t.class_index).collect();
-        assert_eq!(idx, [1, 3, 0, 4, 2]);
-    }
 }

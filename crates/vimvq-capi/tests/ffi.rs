@@ -43,21 +43,28 @@ fn rgb_frame(w: usize, h: usize) -> Vec<u8> {
 }
 
 fn reference_logits(bytes: &[u8], rgb: &[u8], w: usize, h: usize) -> Vec<f32> {
+    reference_logits_of(bytes, rgb, w, h, PixelFormat::Rgb8)
+}
+
+fn reference_logits_of(
+    bytes: &[u8],
+    pixels: &[u8],
+    w: usize,
+    h: usize,
+    format: PixelFormat,
+) -> Vec<f32> {
     let aligned = AlignedBytes::from_slice(bytes);
     let m = Model::parse(&aligned).unwrap();
     let c = *m.config();
     let img = ImageRef {
-        data: rgb,
+        data: pixels,
         width: w,
         height: h,
-        format: PixelFormat::Rgb8,
+        format,
     };
     let mut input = vec![0f32; c.input_len()];
     let mut pre =
-        vec![
-            0u8;
-            preprocess::scratch_bytes(w, h, PixelFormat::Rgb8, m.preprocess(), c.channels).unwrap()
-        ];
+        vec![0u8; preprocess::scratch_bytes(w, h, format, m.preprocess(), c.channels).unwrap()];
     preprocess::preprocess(&img, m.preprocess(), c.channels, &mut input, &mut pre).unwrap();
     let mut logits = vec![0f32; c.num_classes];
     let mut scratch = vec![0u8; m.scratch_bytes()];
@@ -353,4 +360,45 @@ fn i420_frames_equal_converted_rgb_and_threads_share_a_handle() {
     });
     // SAFETY: live handle, closed once.
     unsafe { vimvq_close(m) };
+}
+
+#[test]
+fn gray_frames_are_luma_images() {
+    let bytes = model_bytes();
+    let (w, h) = (29usize, 41usize);
+    let gray: Vec<u8> = (0..w * h).map(|i| ((i * 53) % 256) as u8).collect();
+    let want = reference_logits_of(&bytes, &gray, w, h, PixelFormat::L8);
+    assert_eq!(
+        vimvq_frame_bytes(w as u32, h as u32, VIMVQ_FORMAT_GRAY8),
+        w * h
+    );
+    let mut m: *mut vimvq_model = ptr::null_mut();
+    // SAFETY (all calls below): valid buffers and handle, lengths as stated.
+    unsafe {
+        assert_eq!(
+            vimvq_open_memory(bytes.as_ptr().cast(), bytes.len(), &mut m),
+            VIMVQ_OK
+        );
+        let n = vimvq_scratch_bytes(m, w as u32, h as u32, VIMVQ_FORMAT_GRAY8);
+        assert!(n > 0, "{}", last_error());
+        let mut scratch = vec![0u8; n];
+        let mut logits = vec![0f32; want.len()];
+        let rc = vimvq_classify(
+            m,
+            gray.as_ptr(),
+            gray.len(),
+            w as u32,
+            h as u32,
+            VIMVQ_FORMAT_GRAY8,
+            scratch.as_mut_ptr().cast(),
+            n,
+            logits.as_mut_ptr(),
+            logits.len(),
+            ptr::null_mut(),
+            0,
+        );
+        assert_eq!(rc, VIMVQ_OK, "{}", last_error());
+        assert_eq!(logits, want);
+        vimvq_close(m);
+    }
 }

@@ -14,6 +14,12 @@
 //! tokens each scan visits, scans stopped at the cls position, `out_proj` and the final norm on
 //! the cls row only); the result is bit-identical to the full computation
 //! ([`InferOptions::cls_only_last_layer`]).
+//!
+//! The patch embedding and the layers are written once, in `forward/team.rs`, as the share of
+//! worker `w` of `n`: [`infer`] runs that team with one worker on the calling thread,
+//! `infer_threaded` (`std`) with `n`, so both give the same logits by construction. The final
+//! norm and the head run on the calling thread. Most callers want [`crate::context`], which adds
+//! frame conversion, preprocessing and top-k.
 
 use core::fmt;
 use core::ops::Range;
@@ -26,17 +32,20 @@ use crate::format::Role;
 // scalar oracle's.
 use crate::kernels::dispatch::{
     add_rmsnorm_f32, conv1d_silu_f32, gemv_f32, linear_f32, rmsnorm_f32, scratch_len,
-    selective_scan_f32, silu_inplace_f32,
+    silu_inplace_f32,
 };
 use crate::kernels::scalar::{add_bias_f32, neg_exp_f32};
 use crate::kernels::{Direction, MatMut, MatRef, Weight};
 use crate::model::Model;
 use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
+mod team;
 #[cfg(feature = "std")]
 mod threaded;
 #[cfg(feature = "std")]
 pub use threaded::{infer_threaded, infer_threaded_profiled};
+
+use team::{Alone, Job, Team};
 
 /// Patch tokens embedded per im2col chunk (bounds the im2col buffer).
 pub const PATCH_CHUNK: usize = 16;
@@ -400,7 +409,7 @@ pub fn infer_with(
     scratch: &mut [u8],
     opts: &InferOptions,
 ) -> Result<(), InferError> {
-    infer_impl(model, input, logits, scratch, opts, None)
+    infer_impl(model, input, logits, scratch, opts, 1, None)
 }
 
 /// [`infer_with`] that reports each step to `timer` ([`OpTimer::op_done`]); same results bit for
@@ -413,7 +422,7 @@ pub fn infer_profiled(
     opts: &InferOptions,
     timer: &mut dyn OpTimer,
 ) -> Result<(), InferError> {
-    infer_impl(model, input, logits, scratch, opts, Some(timer))
+    infer_impl(model, input, logits, scratch, opts, 1, Some(timer))
 }
 
 /// Calls `t.op_done(op)` when profiling; nothing otherwise.
@@ -424,29 +433,52 @@ fn mark(t: &mut Option<&mut dyn OpTimer>, op: Op) {
     }
 }
 
-fn infer_impl(
+/// The forward pass on `threads` workers (0 counts as 1; more than one only with `std`): the
+/// team runs patch embedding and every layer, then the calling thread the final norm and head.
+pub(crate) fn infer_impl(
     model: &Model<'_>,
     input: &[f32],
     logits: &mut [f32],
     scratch: &mut [u8],
     opts: &InferOptions,
+    threads: usize,
     mut timer: Option<&mut dyn OpTimer>,
 ) -> Result<(), InferError> {
     let c = *model.config();
-    let (needed, actual) = (c.scratch_bytes(), scratch.len());
+    let (needed, actual) = (c.scratch_bytes_threaded(threads), scratch.len());
     check_buffers(&c, input, logits, actual, needed)?;
-    let mut s =
-        Scratch::carve(&c, scratch).ok_or(InferError::ScratchTooSmall { needed, actual })?;
-
-    patch_embed(model, &c, input, &mut s)?;
-    mark(&mut timer, Op::PatchEmbed);
-    for i in 0..c.depth {
-        let lw = LayerWeights::load(model, i)?;
-        let cls_only = opts.cls_only_last_layer && i + 1 == c.depth;
-        mixer_layer(&c, &lw, i, cls_only, &mut s, &mut timer);
+    check_tensors(model, &c)?;
+    let too_small = InferError::ScratchTooSmall { needed, actual };
+    let (main, extra) = scratch.split_at_mut(c.scratch_bytes());
+    let mut s = Scratch::carve(&c, main).ok_or(too_small)?;
+    let job = Job {
+        model,
+        c: &c,
+        opts,
+        input,
+    };
+    #[cfg(feature = "std")]
+    if threads > 1 {
+        threaded::run(job, threads, &mut s, extra, &mut timer).ok_or(too_small)?;
+        return head(model, &c, opts, &mut s, logits, &mut timer);
     }
-
+    #[cfg(not(feature = "std"))]
+    let _ = extra;
+    let (team, own) = Team::new(1, &Alone, job, &mut s);
+    team.work(0, own, &mut timer);
     head(model, &c, opts, &mut s, logits, &mut timer)
+}
+
+/// Views every tensor the layer loop uses, so that the team (which cannot report errors
+/// mid-step) never meets a missing one.
+fn check_tensors(model: &Model<'_>, c: &VimConfig) -> Result<(), InferError> {
+    for i in 0..c.depth {
+        LayerWeights::load(model, i)?;
+    }
+    for role in [Role::PatchBias, Role::ClsToken, Role::PosEmbed] {
+        dense(model, role, 0)?;
+    }
+    weight(model, Role::PatchWeight, 0).map(|_| ())
 }
 
 /// Checks the caller's buffers against the model.
@@ -512,24 +544,15 @@ fn head(
     Ok(())
 }
 
-/// Patch embedding of the whole image into `s.hidden`.
-fn patch_embed(
-    model: &Model<'_>,
-    c: &VimConfig,
-    input: &[f32],
-    s: &mut Scratch<'_>,
-) -> Result<(), InferError> {
-    let (l, d) = (c.seq_len(), c.embed_dim);
-    let mut hidden = MatMut::new(s.hidden, l, d, d);
-    patch_embed_rows(
-        model,
-        c,
-        input,
-        0..c.num_patches(),
-        &mut hidden,
-        s.im2col,
-        s.panel,
-    )
+/// The final hidden states `norm_f(residual + hidden)` that the last forward pass left in
+/// `scratch` (the bytes it ran in), `L × D` row-major. The cls row ([`VimConfig::cls_pos`]) is
+/// the pooled feature vector the head consumes; the other rows are final only when the pass ran
+/// with `cls_only_last_layer: false`.
+pub(crate) fn final_hidden<'s>(c: &VimConfig, scratch: &'s [u8]) -> Option<&'s [f32]> {
+    let (_, lines, _) = bytemuck::pod_align_to::<u8, Line>(scratch);
+    let floats: &[f32] = bytemuck::cast_slice(lines);
+    let start = buffer_lens(c)[0];
+    floats.get(start..start + c.seq_len() * c.embed_dim)
 }
 
 /// Token rows that patches `patches` occupy, plus the cls row when the range reaches it: patches
@@ -599,132 +622,4 @@ fn patch_embed_rows(
         }
     }
     Ok(())
-}
-
-/// One block: fused add + RMSNorm, then the bimamba-v2 mixer; leaves the mixer output in
-/// `s.hidden` (only the cls row when `cls_only`).
-fn mixer_layer(
-    c: &VimConfig,
-    lw: &LayerWeights<'_>,
-    layer: usize,
-    cls_only: bool,
-    s: &mut Scratch<'_>,
-    timer: &mut Option<&mut dyn OpTimer>,
-) {
-    let (l, d, e, pos) = (c.seq_len(), c.embed_dim, c.d_inner, c.cls_pos());
-    for t in 0..l {
-        let (r, h) = (
-            &mut s.residual[t * d..(t + 1) * d],
-            &mut s.hidden[t * d..(t + 1) * d],
-        );
-        if layer == 0 {
-            r.copy_from_slice(h);
-            rmsnorm_f32(r, lw.norm, c.norm_eps, h);
-        } else {
-            add_rmsnorm_f32(r, h, lw.norm, c.norm_eps);
-        }
-    }
-    mark(timer, Op::Norm);
-    let normed = MatRef::new(s.hidden, l, d, d);
-    linear_f32(
-        normed,
-        &lw.in_proj,
-        &mut MatMut::new(s.xz, l, 2 * e, 2 * e),
-        s.panel,
-    );
-    mark(timer, Op::InProj);
-
-    // Rows each direction must visit and rows whose output is needed.
-    let (fwd, bwd, emit) = if cls_only {
-        (0..pos + 1, pos..l, pos..pos + 1)
-    } else {
-        (0..l, 0..l, 0..l)
-    };
-    for t in emit.clone() {
-        silu_inplace_f32(&mut s.xz[t * 2 * e + e..(t + 1) * 2 * e]);
-    }
-    direction(c, &lw.fwd, Direction::Forward, fwd, emit.clone(), s, timer);
-    direction(c, &lw.bwd, Direction::Backward, bwd, emit.clone(), s, timer);
-
-    let rows = emit.len();
-    let acc = &mut s.acc[emit.start * e..emit.end * e];
-    for v in acc.iter_mut() {
-        *v /= 2.0;
-    }
-    let a = MatRef::new(acc, rows, e, e);
-    let mut out = MatMut::new(&mut s.hidden[emit.start * d..emit.end * d], rows, d, d);
-    linear_f32(a, &lw.out_proj, &mut out, s.panel);
-    mark(timer, Op::OutProj);
-}
-
-/// Conv + SiLU, x_proj and dt_proj over `steps`, then the scan into `s.acc` (stores for the
-/// forward direction, adds for the backward one).
-fn direction(
-    c: &VimConfig,
-    w: &DirWeights<'_>,
-    dir: Direction,
-    steps: Range<usize>,
-    emit: Range<usize>,
-    s: &mut Scratch<'_>,
-    timer: &mut Option<&mut dyn OpTimer>,
-) {
-    let (l, e, r, n) = (c.seq_len(), c.d_inner, c.dt_rank, c.d_state);
-    let xr = c.x_proj_rows();
-    let (t0, nt) = (steps.start, steps.len());
-    let x = MatRef::new(s.xz, l, e, 2 * e);
-    conv1d_silu_f32(
-        dir,
-        x,
-        w.conv_w,
-        w.conv_b,
-        steps.clone(),
-        &mut MatMut::new(s.u, l, e, e),
-    );
-    mark(timer, Op::Conv1d);
-    let u = MatRef::new(&s.u[t0 * e..(t0 + nt) * e], nt, e, e);
-    linear_f32(
-        u,
-        &w.x_proj,
-        &mut MatMut::new(&mut s.x_dbl[t0 * xr..(t0 + nt) * xr], nt, xr, xr),
-        s.panel,
-    );
-    mark(timer, Op::XProj);
-    let dt = MatRef::new(&s.x_dbl[t0 * xr..(t0 + nt) * xr], nt, r, xr);
-    linear_f32(
-        dt,
-        &w.dt_proj,
-        &mut MatMut::new(&mut s.delta[t0 * e..(t0 + nt) * e], nt, e, e),
-        s.panel,
-    );
-    mark(timer, Op::DtProj);
-    let a = &mut s.a[..e * n];
-    neg_exp_f32(w.a_log, a);
-
-    let weights = ScanWeights {
-        a,
-        d_skip: w.d_skip,
-        dt_bias: w.dt_bias,
-        dt_rank: r,
-        d_state: n,
-    };
-    let inputs = ScanInputs {
-        u: MatRef::new(s.u, l, e, e),
-        delta: MatRef::new(s.delta, l, e, e),
-        x_dbl: MatRef::new(s.x_dbl, l, xr, xr),
-        gate: MatRef::new(&s.xz[e..], l, e, 2 * e),
-    };
-    let plan = ScanPlan {
-        dir,
-        steps,
-        emit,
-        accumulate: dir == Direction::Backward,
-    };
-    selective_scan_f32(
-        &weights,
-        &inputs,
-        &plan,
-        &mut MatMut::new(s.acc, l, e, e),
-        &mut s.h[..e * n],
-    );
-    mark(timer, Op::Scan);
 }

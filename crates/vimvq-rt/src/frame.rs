@@ -4,6 +4,8 @@
 //! # Layouts
 //! * **RGB24** (`ffmpeg -pix_fmt rgb24`): `W·H·3` bytes, R G B per pixel, rows top to bottom, no
 //!   row padding. Fed to the preprocessing as is.
+//! * **Gray8** (`-pix_fmt gray`, PIL mode `L`): `W·H` bytes, one luma sample per pixel. Fed to
+//!   the preprocessing as is (replicated to three channels for RGB models).
 //! * **I420** (`yuv420p`, `rpicam-vid --codec yuv420`): three planes back to back with no
 //!   padding: Y (`W × H`), then U (Cb) and V (Cr), each `⌈W/2⌉ × ⌈H/2⌉`. Frame length
 //!   `W·H + 2·⌈W/2⌉·⌈H/2⌉` ([`i420_len`]).
@@ -33,6 +35,8 @@ pub enum FrameFormat {
     Rgb24,
     /// Planar 4:2:0 Y, U, V (`yuv420p`), BT.601 limited range.
     I420,
+    /// One 8-bit luma sample per pixel.
+    Gray8,
 }
 
 /// Why a frame could not be converted.
@@ -103,6 +107,12 @@ pub fn frame_len(format: FrameFormat, width: usize, height: usize) -> Option<usi
     match format {
         FrameFormat::Rgb24 => rgb24_len(width, height),
         FrameFormat::I420 => i420_len(width, height),
+        FrameFormat::Gray8 => {
+            if width == 0 || height == 0 {
+                return None;
+            }
+            width.checked_mul(height)
+        }
     }
 }
 

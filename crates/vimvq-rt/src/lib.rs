@@ -13,6 +13,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod config;
+pub mod context;
 pub mod format;
 pub mod forward;
 pub mod frame;

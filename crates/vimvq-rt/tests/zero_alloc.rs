@@ -1,5 +1,6 @@
-//! `Model::parse` and `infer` perform zero heap allocations and zero frees: proven under a
-//! counting `#[global_allocator]` on the real fixtures (f32, 8-bit and 16-bit VQ indices).
+//! `Model::parse`, `infer` and the inference context (frames and tensors) perform zero heap
+//! allocations and zero frees: proven under a counting `#[global_allocator]` on the real fixtures
+//! (f32, 8-bit and 16-bit VQ indices).
 //!
 //! Only the thread that "arms" the counter is counted, so the test harness's own threads
 //! cannot disturb the result.
@@ -9,8 +10,10 @@ mod fixtures;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use vimvq_rt::context::{Context, ContextError, Input, Top};
 use vimvq_rt::format::AlignedBytes;
 use vimvq_rt::forward::{infer, infer_with, InferError, InferOptions};
+use vimvq_rt::frame::{frame_len, FrameFormat};
 use vimvq_rt::model::{Model, ParseOptions};
 
 struct Counting;
@@ -122,6 +125,44 @@ fn parse_and_infer_allocate_nothing() {
             );
         }
         assert!(logits.iter().all(|v| v.is_finite()), "{name}");
+    }
+}
+
+#[test]
+fn context_classify_allocates_nothing() {
+    for (name, bytes) in fixtures::fixtures() {
+        let file = AlignedBytes::from_slice(&bytes);
+        let model = Model::parse(&file).unwrap();
+        let c = *model.config();
+        let tensor = fixtures::input(c.input_len(), 2);
+        let (w, h) = (41, 29);
+        for format in [FrameFormat::Rgb24, FrameFormat::I420, FrameFormat::Gray8] {
+            let input = Input::Frame {
+                format,
+                width: w,
+                height: h,
+            };
+            // Every buffer is allocated before counting starts.
+            let frame: Vec<u8> = (0..frame_len(format, w, h).unwrap())
+                .map(|i| (i * 37 % 251) as u8)
+                .collect();
+            let mut scratch = vec![0u8; Context::scratch_bytes(&model, input, 1).unwrap()];
+            let mut top = [Top::default(); 3];
+            let (r, allocs, frees) = counted(|| {
+                let mut ctx = Context::new(model, input, 1, &mut scratch)?;
+                let a = ctx.classify(&frame, &mut top)?;
+                let b = ctx.classify_tensor(&tensor, &mut top)?;
+                let e = ctx.classify(&frame[1..], &mut top).is_err();
+                Ok::<_, ContextError>((a, b, e, ctx.logits().iter().all(|v| v.is_finite())))
+            });
+            assert_eq!(
+                (allocs, frees),
+                (0, 0),
+                "{name} {format:?}: context allocated"
+            );
+            let n = c.num_classes.min(3);
+            assert_eq!(r.unwrap(), (n, n, true, true), "{name} {format:?}");
+        }
     }
 }
 

@@ -1,36 +1,13 @@
 //! Multi-threaded inference ([`infer_threaded`]): one image, `n` scoped worker threads that run
-//! the same layer loop in lock-step, each on its share of every step, with a barrier between
-//! steps. No allocation after the threads start, no thread pool, no rayon.
-//!
-//! | step | split |
-//! |---|---|
-//! | patch embedding | patches (token rows) |
-//! | add + RMSNorm | token rows |
-//! | `in_proj` (+ SiLU gate) | output columns, 16-aligned (whole GEMM panels) |
-//! | conv1d + SiLU | channels |
-//! | `x_proj` | token rows (its output is only `R + 2N` wide) |
-//! | `dt_proj` | output columns (channels) |
-//! | scan (+ direction average) | channels, one state per worker |
-//! | `out_proj` | output columns |
-//!
-//! Patch embedding splits by patches (each worker has its own im2col chunk); the final norm and
-//! the head (one row) run on the calling thread. Every output value is
-//! computed by the same kernel call sequence as in [`infer`], so the logits are bit-identical
-//! to the one-thread path (tested).
-//!
-//! The activations are shared between the workers through [`Shared`]: raw views whose
-//! disjointness is a property of the schedule (each step writes a buffer no one reads in that
-//! step, in disjoint pieces; a barrier separates steps), so this module holds `unsafe` blocks,
-//! each with its argument.
+//! the layer loop of [`super::team`] in lock-step, with a spinning barrier between steps. No
+//! allocation after the threads start, no thread pool, no rayon. With one thread no thread is
+//! started and no barrier is used; either way every output value is computed by the same code,
+//! so the logits are bit-identical for any thread count.
 
-use core::marker::PhantomData;
-use core::ops::Range;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::team::{Barrier, Job, Own, Team};
 use super::*;
-use crate::kernels::dispatch::selective_scan_channels_f32;
-use crate::kernels::generic::NR;
 
 /// [`infer_with`] on `threads` threads (the calling one included): same logits, bit for bit.
 /// `scratch` holds at least [`VimConfig::scratch_bytes_threaded`]`(threads)` bytes. `threads`
@@ -45,7 +22,7 @@ pub fn infer_threaded(
     opts: &InferOptions,
     threads: usize,
 ) -> Result<(), InferError> {
-    threaded_impl(model, input, logits, scratch, opts, threads, None)
+    infer_impl(model, input, logits, scratch, opts, threads, None)
 }
 
 /// [`infer_threaded`] that reports each step to `timer` like [`infer_profiled`]: the calling
@@ -60,63 +37,29 @@ pub fn infer_threaded_profiled(
     threads: usize,
     timer: &mut dyn OpTimer,
 ) -> Result<(), InferError> {
-    threaded_impl(model, input, logits, scratch, opts, threads, Some(timer))
+    infer_impl(model, input, logits, scratch, opts, threads, Some(timer))
 }
 
-fn threaded_impl(
-    model: &Model<'_>,
-    input: &[f32],
-    logits: &mut [f32],
-    scratch: &mut [u8],
-    opts: &InferOptions,
+/// Runs the team of `threads ≥ 2` workers: worker 0 on the calling thread with the buffers of
+/// `s`, the others on scoped threads with private buffers carved from `extra` (the scratch
+/// after [`VimConfig::scratch_bytes`]). `None` if `extra` is too short.
+pub(super) fn run(
+    job: Job<'_, '_>,
     threads: usize,
-    mut timer: Option<&mut dyn OpTimer>,
-) -> Result<(), InferError> {
-    if threads <= 1 {
-        return infer_impl(model, input, logits, scratch, opts, timer);
-    }
-    let c = *model.config();
-    let needed = c.scratch_bytes_threaded(threads);
-    check_buffers(&c, input, logits, scratch.len(), needed)?;
-    let actual = scratch.len();
-    let too_small = InferError::ScratchTooSmall { needed, actual };
-    for i in 0..c.depth {
-        LayerWeights::load(model, i)?;
-    }
-    for role in [Role::PatchBias, Role::ClsToken, Role::PosEmbed] {
-        dense(model, role, 0)?;
-    }
-    weight(model, Role::PatchWeight, 0)?;
-    let (main, rest) = scratch.split_at_mut(c.scratch_bytes());
-    let mut s = Scratch::carve(&c, main).ok_or(too_small)?;
+    s: &mut Scratch<'_>,
+    extra: &mut [u8],
+    timer: &mut Option<&mut dyn OpTimer>,
+) -> Option<()> {
     // Every extra worker's buffers, carved before any thread starts (a failure after a spawn
     // would leave that worker waiting at the first barrier).
-    let lens = buffer_lens(&c);
+    let lens = buffer_lens(job.c);
     let own_lens = [lens[BUF_A], lens[BUF_H], lens[BUF_PANEL], lens[BUF_IM2COL]];
     let per_worker: usize = own_lens.iter().sum();
-    let (_, lines, _) = bytemuck::pod_align_to_mut::<u8, Line>(rest);
+    let (_, lines, _) = bytemuck::pod_align_to_mut::<u8, Line>(extra);
     let floats: &mut [f32] = bytemuck::cast_slice_mut(lines);
-    let extra = floats
-        .get_mut(..per_worker * (threads - 1))
-        .ok_or(too_small)?;
-    let shared = Activations {
-        residual: Shared::new(s.residual),
-        hidden: Shared::new(s.hidden),
-        xz: Shared::new(s.xz),
-        u: Shared::new(s.u),
-        x_dbl: Shared::new(s.x_dbl),
-        delta: Shared::new(s.delta),
-        acc: Shared::new(s.acc),
-    };
-    let team = Team {
-        n: threads,
-        barrier: SpinBarrier::new(threads),
-        model,
-        c: &c,
-        opts,
-        input,
-        sh: &shared,
-    };
+    let extra = floats.get_mut(..per_worker * (threads - 1))?;
+    let barrier = SpinBarrier::new(threads);
+    let (team, own) = Team::new(threads, &barrier, job, s);
     std::thread::scope(|scope| {
         for (w, bufs) in extra.chunks_exact_mut(per_worker).enumerate() {
             let (a, rest) = bufs.split_at_mut(own_lens[0]);
@@ -128,91 +71,16 @@ fn threaded_impl(
                 panel,
                 im2col,
             };
-            let team = &team;
-            scope.spawn(move || team.work(w + 1, own, &mut None));
+            let (team, barrier) = (&team, &barrier);
+            scope.spawn(move || {
+                let _guard = PoisonOnPanic(barrier);
+                team.work(w + 1, own, &mut None)
+            });
         }
-        let own = Own {
-            a: &mut *s.a,
-            h: &mut *s.h,
-            panel: &mut *s.panel,
-            im2col: &mut *s.im2col,
-        };
-        team.work(0, own, &mut timer);
+        let _guard = PoisonOnPanic(&barrier);
+        team.work(0, own, timer);
     });
-    head(model, &c, opts, &mut s, logits, &mut timer)
-}
-
-/// A worker's private buffers.
-struct Own<'s> {
-    a: &'s mut [f32],
-    h: &'s mut [f32],
-    panel: &'s mut [f32],
-    im2col: &'s mut [f32],
-}
-
-/// The activation buffers every worker reads and writes pieces of.
-struct Activations<'s> {
-    residual: Shared<'s>,
-    hidden: Shared<'s>,
-    xz: Shared<'s>,
-    u: Shared<'s>,
-    x_dbl: Shared<'s>,
-    delta: Shared<'s>,
-    acc: Shared<'s>,
-}
-
-/// A scratch buffer lent to all workers at once.
-struct Shared<'s> {
-    ptr: NonNull<f32>,
-    len: usize,
-    _borrow: PhantomData<&'s mut [f32]>,
-}
-
-// SAFETY: `Shared` only hands out views through the `unsafe` methods below, whose callers
-// guarantee that no two threads access an element concurrently unless both only read.
-unsafe impl Sync for Shared<'_> {}
-
-impl<'s> Shared<'s> {
-    fn new(buf: &'s mut [f32]) -> Self {
-        Shared {
-            len: buf.len(),
-            ptr: NonNull::from(buf).cast(),
-            _borrow: PhantomData,
-        }
-    }
-
-    /// The whole buffer, read-only.
-    ///
-    /// # Safety
-    /// No thread may write the buffer while the returned slice is alive.
-    unsafe fn read(&self) -> &[f32] {
-        // SAFETY: `ptr`/`len` come from a live `&'s mut [f32]`; writes are excluded by the caller.
-        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// Columns `cols` of rows `rows` of the buffer viewed with row length `stride`.
-    ///
-    /// # Safety
-    /// No other thread may access these elements while the view is alive.
-    unsafe fn write(&self, rows: Range<usize>, cols: Range<usize>, stride: usize) -> MatMut<'_> {
-        assert!(cols.start <= cols.end && cols.end <= stride && rows.start <= rows.end);
-        assert!(rows.is_empty() || rows.end * stride <= self.len);
-        let start = if rows.is_empty() {
-            0
-        } else {
-            rows.start * stride + cols.start
-        };
-        // SAFETY: the bounds were checked above, so every element of the view lies inside the
-        // buffer; exclusivity is the caller's guarantee.
-        unsafe {
-            MatMut::from_raw(
-                NonNull::new_unchecked(self.ptr.as_ptr().add(start)),
-                rows.len(),
-                cols.len(),
-                stride,
-            )
-        }
-    }
+    Some(())
 }
 
 /// Sense-counting barrier: spins briefly, then yields (the cores may be shared).
@@ -232,7 +100,9 @@ impl SpinBarrier {
             poisoned: AtomicBool::new(false),
         }
     }
+}
 
+impl Barrier for SpinBarrier {
     fn wait(&self) {
         let gen = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
@@ -264,265 +134,5 @@ impl Drop for PoisonOnPanic<'_> {
         if std::thread::panicking() {
             self.0.poisoned.store(true, Ordering::Relaxed);
         }
-    }
-}
-
-/// `len` items split into `n` near-equal pieces whose boundaries are multiples of `align`;
-/// piece `w`.
-fn piece(len: usize, n: usize, w: usize, align: usize) -> Range<usize> {
-    let units = len.div_ceil(align);
-    let (per, extra) = (units / n, units % n);
-    let start = w * per + w.min(extra);
-    let end = start + per + usize::from(w < extra);
-    (start * align).min(len)..(end * align).min(len)
-}
-
-/// The workers of one inference and what they share.
-struct Team<'t, 'm, 's> {
-    n: usize,
-    barrier: SpinBarrier,
-    model: &'t Model<'m>,
-    c: &'t VimConfig,
-    opts: &'t InferOptions,
-    input: &'t [f32],
-    sh: &'t Activations<'s>,
-}
-
-impl Team<'_, '_, '_> {
-    /// Waits until every worker has finished the current step; the worker holding the timer
-    /// (the calling thread's) then reports it.
-    fn step_done(&self, timer: &mut Option<&mut dyn OpTimer>, op: Op) {
-        self.barrier.wait();
-        mark(timer, op);
-    }
-
-    /// Worker `w`'s part of every layer.
-    fn work(&self, w: usize, mut own: Own<'_>, timer: &mut Option<&mut dyn OpTimer>) {
-        let _guard = PoisonOnPanic(&self.barrier);
-        let (model, c, opts) = (self.model, self.c, self.opts);
-        {
-            let patches = piece(c.num_patches(), self.n, w, 1);
-            let rows = embed_rows(patches.clone(), c.cls_pos());
-            // SAFETY: consecutive patch pieces map to disjoint row ranges; nobody reads hidden
-            // in this step.
-            let mut hidden = unsafe { self.sh.hidden.write(rows, 0..c.embed_dim, c.embed_dim) };
-            // Cannot fail: the tensors were checked before the threads started.
-            let _ = patch_embed_rows(
-                model,
-                c,
-                self.input,
-                patches,
-                &mut hidden,
-                own.im2col,
-                own.panel,
-            );
-        }
-        self.step_done(timer, Op::PatchEmbed);
-        for i in 0..c.depth {
-            // Loaded (and checked) by the caller before the threads started.
-            let Ok(lw) = LayerWeights::load(model, i) else {
-                continue;
-            };
-            let cls_only = opts.cls_only_last_layer && i + 1 == c.depth;
-            self.layer(w, &lw, i, cls_only, &mut own, timer);
-        }
-    }
-
-    /// [`mixer_layer`] split `n` ways; the barrier count is the same for every worker.
-    #[allow(clippy::too_many_arguments)]
-    fn layer(
-        &self,
-        w: usize,
-        lw: &LayerWeights<'_>,
-        layer: usize,
-        cls_only: bool,
-        own: &mut Own<'_>,
-        timer: &mut Option<&mut dyn OpTimer>,
-    ) {
-        let (c, sh) = (self.c, self.sh);
-        let (l, d, e, pos) = (c.seq_len(), c.embed_dim, c.d_inner, c.cls_pos());
-        let n = self.n;
-
-        // Add + RMSNorm, by rows.
-        {
-            let rows = piece(l, n, w, 1);
-            // SAFETY: rows are disjoint between workers; no one reads residual/hidden here.
-            let (mut res, mut hid) = unsafe {
-                (
-                    sh.residual.write(rows.clone(), 0..d, d),
-                    sh.hidden.write(rows.clone(), 0..d, d),
-                )
-            };
-            for t in 0..rows.len() {
-                let (r, h) = (res.row_mut(t), hid.row_mut(t));
-                if layer == 0 {
-                    r.copy_from_slice(h);
-                    rmsnorm_f32(r, lw.norm, c.norm_eps, h);
-                } else {
-                    add_rmsnorm_f32(r, h, lw.norm, c.norm_eps);
-                }
-            }
-        }
-        self.step_done(timer, Op::Norm);
-
-        let (fwd, bwd, emit) = if cls_only {
-            (0..pos + 1, pos..l, pos..pos + 1)
-        } else {
-            (0..l, 0..l, 0..l)
-        };
-
-        // in_proj by output columns, then SiLU on this worker's z columns.
-        'in_proj: {
-            let cols = piece(2 * e, n, w, NR);
-            if cols.is_empty() {
-                break 'in_proj;
-            }
-            // SAFETY: hidden is only read in this step; the xz columns are this worker's.
-            let (hidden, mut out) =
-                unsafe { (sh.hidden.read(), sh.xz.write(0..l, cols.clone(), 2 * e)) };
-            let normed = MatRef::new(hidden, l, d, d);
-            linear_f32(
-                normed,
-                &lw.in_proj.rows(cols.clone(), d),
-                &mut out,
-                own.panel,
-            );
-            let z0 = cols.start.max(e).min(cols.end) - cols.start;
-            for t in emit.clone() {
-                silu_inplace_f32(&mut out.row_mut(t)[z0..]);
-            }
-        }
-        self.step_done(timer, Op::InProj);
-
-        for (dw, dir, steps) in [
-            (&lw.fwd, Direction::Forward, fwd),
-            (&lw.bwd, Direction::Backward, bwd),
-        ] {
-            self.direction(w, dw, dir, steps, emit.clone(), own, timer);
-        }
-
-        // out_proj by output columns.
-        let cols = piece(d, n, w, NR);
-        if !cols.is_empty() {
-            // SAFETY: acc is only read in this step; the hidden columns are this worker's.
-            let (acc, mut out) = unsafe {
-                (
-                    sh.acc.read(),
-                    sh.hidden.write(emit.clone(), cols.clone(), d),
-                )
-            };
-            let a = MatRef::new(&acc[emit.start * e..emit.end * e], emit.len(), e, e);
-            linear_f32(a, &lw.out_proj.rows(cols, e), &mut out, own.panel);
-        }
-        self.step_done(timer, Op::OutProj);
-    }
-
-    /// [`direction`] split `n` ways.
-    #[allow(clippy::too_many_arguments)]
-    fn direction(
-        &self,
-        w: usize,
-        dw: &DirWeights<'_>,
-        dir: Direction,
-        steps: Range<usize>,
-        emit: Range<usize>,
-        own: &mut Own<'_>,
-        timer: &mut Option<&mut dyn OpTimer>,
-    ) {
-        let (c, sh) = (self.c, self.sh);
-        let (l, e, r, ns) = (c.seq_len(), c.d_inner, c.dt_rank, c.d_state);
-        let xr = c.x_proj_rows();
-        let k = c.d_conv;
-        let ch = piece(e, self.n, w, NR);
-
-        // conv1d + SiLU by channels (a worker may get no channels when n is large).
-        if !ch.is_empty() {
-            // SAFETY: xz is only read in this step; the u columns are this worker's.
-            let (xz, mut u) = unsafe { (sh.xz.read(), sh.u.write(0..l, ch.clone(), e)) };
-            let x = MatRef::new(&xz[ch.start..], l, ch.len(), 2 * e);
-            conv1d_silu_f32(
-                dir,
-                x,
-                &dw.conv_w[ch.start * k..ch.end * k],
-                &dw.conv_b[ch.clone()],
-                steps.clone(),
-                &mut u,
-            );
-        }
-        self.step_done(timer, Op::Conv1d);
-
-        // x_proj by token rows.
-        let p = piece(steps.len(), self.n, w, 1);
-        let rows = steps.start + p.start..steps.start + p.end;
-        if !rows.is_empty() {
-            // SAFETY: u is only read in this step; the x_dbl rows are this worker's.
-            let (u, mut out) = unsafe { (sh.u.read(), sh.x_dbl.write(rows.clone(), 0..xr, xr)) };
-            let a = MatRef::new(&u[rows.start * e..rows.end * e], rows.len(), e, e);
-            linear_f32(a, &dw.x_proj, &mut out, own.panel);
-        }
-        self.step_done(timer, Op::XProj);
-
-        // dt_proj by output columns (channels).
-        if !ch.is_empty() {
-            // SAFETY: x_dbl is only read in this step; the delta columns are this worker's.
-            let (x_dbl, mut out) = unsafe {
-                (
-                    sh.x_dbl.read(),
-                    sh.delta.write(steps.clone(), ch.clone(), e),
-                )
-            };
-            let dt = MatRef::new(&x_dbl[steps.start * xr..steps.end * xr], steps.len(), r, xr);
-            linear_f32(dt, &dw.dt_proj.rows(ch.clone(), r), &mut out, own.panel);
-        }
-        self.step_done(timer, Op::DtProj);
-
-        // Scan by channels (the backward one also averages the two directions).
-        if !ch.is_empty() {
-            neg_exp_f32(
-                &dw.a_log[ch.start * ns..ch.end * ns],
-                &mut own.a[ch.start * ns..ch.end * ns],
-            );
-            let weights = ScanWeights {
-                a: &own.a[..e * ns],
-                d_skip: dw.d_skip,
-                dt_bias: dw.dt_bias,
-                dt_rank: r,
-                d_state: ns,
-            };
-            // SAFETY: u, delta, x_dbl and xz are only read in this step; the acc columns are
-            // this worker's.
-            let (u, delta, x_dbl, xz, mut acc) = unsafe {
-                (
-                    sh.u.read(),
-                    sh.delta.read(),
-                    sh.x_dbl.read(),
-                    sh.xz.read(),
-                    sh.acc.write(0..l, ch.clone(), e),
-                )
-            };
-            let inputs = ScanInputs {
-                u: MatRef::new(u, l, e, e),
-                delta: MatRef::new(delta, l, e, e),
-                x_dbl: MatRef::new(x_dbl, l, xr, xr),
-                gate: MatRef::new(&xz[e..], l, e, 2 * e),
-            };
-            let backward = dir == Direction::Backward;
-            let plan = ScanPlan {
-                dir,
-                steps,
-                emit: emit.clone(),
-                accumulate: backward,
-            };
-            let acc_col0 = ch.start;
-            selective_scan_channels_f32(&weights, &inputs, &plan, &mut acc, acc_col0, own.h, ch);
-            if backward {
-                for t in emit {
-                    for v in acc.row_mut(t) {
-                        *v /= 2.0;
-                    }
-                }
-            }
-        }
-        self.step_done(timer, Op::Scan);
     }
 }
