@@ -11,8 +11,8 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use vimvq_rt::forward::{infer_profiled, InferOptions, Op, OpTimer};
 use vimvq_rt::format::ModelFile;
+use vimvq_rt::forward::{infer_profiled, InferOptions, Op, OpTimer};
 
 /// Written by every marker (a distinct constant each, so no two markers fold into one symbol).
 static LAST_OP: AtomicUsize = AtomicUsize::new(0);
