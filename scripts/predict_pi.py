@@ -92,6 +92,8 @@ def trace(binary, model, qemu, cpu, depth=None):
     """Per op: {path: executions}, where a path is the tuple of block start pcs run between two
     backward jumps (one iteration of an innermost loop, or a straight piece of outer code); and
     {block start pc: pc of its last instruction}. Runtime addresses."""
+    if not shutil.which(qemu):
+        sys.exit(f"predict_pi: {qemu} not found (apt-get install qemu-user-static)")
     env = dict(os.environ, QEMU_CPU=cpu)
     cmd = [qemu, "-d", "in_asm,exec,nochain"]
     if qemu.startswith("qemu-aarch64"):
