@@ -380,7 +380,7 @@ def main():
             print("| op | predicted | measured | error |\n|---|---|---|---|")
             for op in OPS + ["total"]:
                 pv = sum(p.values()) if op == "total" else p[op]
-                mv = mm["latency_min"] if op == "total" else mm[op]
+                mv = sum(mm[o] for o in OPS) if op == "total" else mm[op]
                 err = (pv - mv) / mv * 100 if mv > 0 else float("nan")
                 print(f"| {op} | {pv:.3f} | {mv:.3f} | {err:+.0f} % |")
         return
