@@ -2,22 +2,25 @@
 """Predicted per-op latency of vimvq on a CPU we do not have (Raspberry Pi 4 / 5), from llvm-mca.
 
 Method (docs/RESULTS.md, "Predicted Raspberry Pi ... latency"):
- 1. Build the release `op_markers` example for the target (aarch64, or x86-64 to validate).
+ 1. Build the release `op_markers` example for the target (aarch64, or x86-64 to validate),
+    statically linked so that libc's memcpy/memset are in the same disassembly.
  2. Run one single-threaded inference under qemu user-mode with `-d in_asm,exec,nochain`: every
     executed translation block (a straight-line piece of machine code ending at a branch) is
-    logged, so we get the exact execution count of every block of every loop — whatever the
-    kernels look like — and the example's per-op marker functions split the counts by op.
- 3. Each block that ran is fed to llvm-mca as a steady-state loop (`-mcpu` = the modelled core):
-    cycles per execution. Predicted time of an op = sum over its blocks of count × cycles / f.
-    Memory stalls (cache misses, bandwidth) are not modelled; the branch at each block's end
-    is taken as predicted.
+    logged — whatever the kernels look like — and the example's marker functions split the
+    trace by op. The trace is cut at backward jumps into paths (one iteration of an innermost
+    loop, or a straight piece of outer code), counted per op.
+ 3. Each distinct path goes to llvm-mca as a steady-state loop (`-mcpu` = the modelled core):
+    cycles per execution. Predicted time of an op = sum over its paths of count × cycles / f.
+    Memory stalls (cache misses, bandwidth) are not modelled; branches are taken as predicted;
+    calls/returns count as nops, x86 `rep` string instructions as bytes / 32 cycles.
+    A FILE:DEPTH argument traces a ≥ 3-layer copy and extrapolates to DEPTH layers.
  4. Four threads: the ops split across workers (all but `head` and the final norm) are divided
     by 4 × the assumed parallel efficiency (--eff4).
 
-Usage:
-  python3 scripts/predict_pi.py MODEL.vimvq [MODEL.vimvq ...]            # Pi 4 / Pi 5 table
-  python3 scripts/predict_pi.py --validate MODEL.vimvq [...]              # x86 build, znver3,
-      compared with `vimvq bench --json` per-op times measured on this machine
+Usage (commands for the published table in docs/RESULTS.md):
+  python3 scripts/predict_pi.py FILE[:DEPTH] ...                # Pi 4 / Pi 5 table
+  python3 scripts/predict_pi.py --validate FILE[:DEPTH:FULL] ... # x86 build, znver3, compared
+      with `vimvq bench --json` per-op times measured on this machine (FULL: the file benched)
 Needs: llvm-mca-19 / llvm-objdump-19 (Debian llvm-19), qemu-user-static, and for aarch64 the
 cross gcc linker of .cargo/config.toml (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross).
 """
