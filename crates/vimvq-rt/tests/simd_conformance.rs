@@ -218,16 +218,6 @@ fn check_elementwise(kern: &Kernels, rng: &mut Rng) {
         assert_eq!(rg, rw, "add_rmsnorm residual");
         close(&hg, &hw, "add_rmsnorm");
     }
-    // int8 dot product: exact.
-    for &n in &KS {
-        let a: Vec<i8> = (0..n).map(|_| rng.below(256) as u8 as i8).collect();
-        let b: Vec<i8> = (0..n).map(|_| rng.below(256) as u8 as i8).collect();
-        assert_eq!(
-            (kern.dot_i8)(&a, &b),
-            (scalar().dot_i8)(&a, &b),
-            "dot_i8 n={n}"
-        );
-    }
 }
 
 fn check_conv(kern: &Kernels, rng: &mut Rng) {
@@ -483,7 +473,6 @@ simd_suite! {
     scalar_level => Level::Scalar,
     avx2 => Level::Avx2,
     neon => Level::Neon,
-    dotprod => Level::Dotprod,
 }
 
 /// `max|a − b| / max|b|`.

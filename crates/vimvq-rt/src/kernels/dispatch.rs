@@ -2,8 +2,8 @@
 //! available one resolved once (runtime feature detection with `std`, compile-time target
 //! features without) and cached in an atomic. No allocation, no `dyn`.
 //!
-//! * Force a level with the `VIMVQ_KERNELS` environment variable (`scalar`, `avx2`, `neon`,
-//!   `dotprod`; read once, on first use) or with [`force`] (tests, benches).
+//! * Force a level with the `VIMVQ_KERNELS` environment variable (`scalar`, `avx2`, `neon`;
+//!   read once, on first use) or with [`force`] (tests, benches).
 //! * [`table`] hands out the table of any level the CPU supports, so tests run every compiled
 //!   variant by name, whatever dispatch picked.
 //!
@@ -24,21 +24,18 @@ pub enum Level {
     Avx2,
     /// aarch64 NEON (Cortex-A72 and later).
     Neon,
-    /// aarch64 NEON + dotprod (Cortex-A76 and later).
-    Dotprod,
 }
 
 impl Level {
     /// Every level, in order.
-    pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Neon, Level::Dotprod];
+    pub const ALL: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Neon];
 
-    /// Name used by `VIMVQ_KERNELS` (`scalar`, `avx2`, `neon`, `dotprod`).
+    /// Name used by `VIMVQ_KERNELS` (`scalar`, `avx2`, `neon`).
     pub const fn name(self) -> &'static str {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
             Level::Neon => "neon",
-            Level::Dotprod => "dotprod",
         }
     }
 
@@ -54,7 +51,6 @@ impl Level {
             Level::Scalar => 1,
             Level::Avx2 => 2,
             Level::Neon => 3,
-            Level::Dotprod => 4,
         }
     }
 
@@ -62,7 +58,6 @@ impl Level {
         match c {
             2 => Level::Avx2,
             3 => Level::Neon,
-            4 => Level::Dotprod,
             _ => Level::Scalar,
         }
     }
@@ -98,8 +93,6 @@ pub type RmsNormFn = fn(&[f32], &[f32], f32, &mut [f32]);
 pub type AddRmsNormFn = fn(&mut [f32], &mut [f32], &[f32], f32);
 /// SiLU in place.
 pub type SiluFn = fn(&mut [f32]);
-/// Exact int8 dot product (i32).
-pub type DotI8Fn = fn(&[i8], &[i8]) -> i32;
 
 /// One level's kernels. Every entry of every level computes the scalar entry's function within
 /// the tolerance documented on the level's module (`kernels/avx2.rs`, `kernels/neon.rs`).
@@ -127,8 +120,6 @@ pub struct Kernels {
     pub add_rmsnorm_f32: AddRmsNormFn,
     /// SiLU in place.
     pub silu_f32: SiluFn,
-    /// int8 dot product (`sdot` on the dotprod level).
-    pub dot_i8: DotI8Fn,
 }
 
 /// Scratch values every level's GEMM / VQ GEMM needs for `k` input features (a 16-row
@@ -176,15 +167,6 @@ fn scalar_scan_channels(
 ) {
     crate::scan::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch)
 }
-/// The oracle int8 dot product: exact i32 sum of products.
-pub fn scalar_dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
-        .sum()
-}
-
 static SCALAR: Kernels = Kernels {
     level: Level::Scalar,
     gemm_f32: scalar_gemm,
@@ -197,7 +179,6 @@ static SCALAR: Kernels = Kernels {
     rmsnorm_f32: scalar::rmsnorm_f32,
     add_rmsnorm_f32: scalar::add_rmsnorm_f32,
     silu_f32: scalar::silu_inplace_f32,
-    dot_i8: scalar_dot_i8,
 };
 
 // ---- x86-64 AVX2 + FMA ----
@@ -283,7 +264,6 @@ mod x86 {
         rmsnorm_f32: rms,
         add_rmsnorm_f32: add_rms,
         silu_f32: silu,
-        dot_i8: scalar_dot_i8,
     };
 
     /// AVX2 + FMA usable: CPUID bits and OS support for the YMM state (XGETBV). Done with
@@ -317,7 +297,7 @@ mod x86 {
     }
 }
 
-// ---- aarch64 NEON / NEON + dotprod ----
+// ---- aarch64 NEON ----
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
@@ -338,38 +318,7 @@ mod arm {
         rmsnorm_f32: neon_rmsnorm_f32,
         add_rmsnorm_f32: neon_add_rmsnorm_f32,
         silu_f32: neon_silu_f32,
-        dot_i8: scalar_dot_i8,
     };
-
-    fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-        // SAFETY: `DOTPROD` is only returned by `table()` after `dotprod_available()`.
-        unsafe { dotprod_dot_i8(a, b) }
-    }
-
-    pub(super) static DOTPROD: Kernels = Kernels {
-        level: Level::Dotprod,
-        dot_i8,
-        ..NEON
-    };
-
-    /// dotprod usable: `AT_HWCAP & HWCAP_ASIMDDP` on Linux (no allocation, unlike the first
-    /// `is_aarch64_feature_detected!`), else the compile-time target features.
-    pub(super) fn dotprod_available() -> bool {
-        #[cfg(all(feature = "std", target_os = "linux"))]
-        {
-            extern "C" {
-                fn getauxval(kind: core::ffi::c_ulong) -> core::ffi::c_ulong;
-            }
-            const AT_HWCAP: core::ffi::c_ulong = 16;
-            const HWCAP_ASIMDDP: core::ffi::c_ulong = 1 << 20;
-            // SAFETY: glibc/musl getauxval only reads the auxiliary vector.
-            unsafe { getauxval(AT_HWCAP) & HWCAP_ASIMDDP != 0 }
-        }
-        #[cfg(not(all(feature = "std", target_os = "linux")))]
-        {
-            cfg!(target_feature = "dotprod")
-        }
-    }
 }
 
 /// Whether this CPU (and build) can run `level`.
@@ -380,8 +329,6 @@ pub fn is_available(level: Level) -> bool {
         Level::Avx2 => x86::avx2_available(),
         #[cfg(target_arch = "aarch64")]
         Level::Neon => true,
-        #[cfg(target_arch = "aarch64")]
-        Level::Dotprod => arm::dotprod_available(),
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -404,8 +351,6 @@ fn compiled(level: Level) -> Option<&'static Kernels> {
         Level::Avx2 => Some(&x86::AVX2),
         #[cfg(target_arch = "aarch64")]
         Level::Neon => Some(&arm::NEON),
-        #[cfg(target_arch = "aarch64")]
-        Level::Dotprod => Some(&arm::DOTPROD),
         #[allow(unreachable_patterns)]
         _ => None,
     }
@@ -413,7 +358,7 @@ fn compiled(level: Level) -> Option<&'static Kernels> {
 
 /// The best level this CPU supports.
 pub fn detect() -> Level {
-    [Level::Dotprod, Level::Neon, Level::Avx2]
+    [Level::Neon, Level::Avx2]
         .into_iter()
         .find(|l| is_available(*l))
         .unwrap_or(Level::Scalar)

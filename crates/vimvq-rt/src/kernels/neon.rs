@@ -1,17 +1,11 @@
-//! aarch64 NEON kernels (baseline of every aarch64 target: Pi 4 / Cortex-A72) and the
-//! NEON + dotprod extras (Pi 5 / Cortex-A76, `sdot` through `asm!`).
+//! aarch64 NEON kernels (the baseline of every aarch64 target, Pi 4 / Cortex-A72 and later).
 //!
-//! NEON is part of the aarch64 baseline, so the `neon_*` entry points are safe functions; the
-//! `dotprod_*` ones need `is_aarch64_feature_detected!("dotprod")` (the dispatch table in
-//! [`super::dispatch`] only exists after that check). Numerical contracts vs the scalar oracle
-//! (tested in `tests/simd_conformance.rs`), identical to the AVX2 ones:
+//! NEON is part of the aarch64 baseline, so the `neon_*` entry points are safe functions.
+//! Numerical contracts vs the scalar oracle (tested in `tests/simd_conformance.rs`), identical
+//! to the AVX2 ones:
 //! * GEMM / GEMV / VQ GEMM / VQ GEMV: `|y − y_oracle| ≤ 1e-6 · Σ_c |a_c·w_c|` per output.
 //! * RMSNorm, conv1d + SiLU, SiLU: 1e-6 relative (+1e-30 absolute).
 //! * Scan: 2e-5 relative to the output scale.
-//! * [`dotprod_dot_i8`]: exact (i32 accumulation, like the oracle `scalar::dot_i8`).
-//!
-//! Without an int8 activation path (it would break the 1e-4 end-to-end bound), the dotprod
-//! level runs the NEON f32 kernels plus the `sdot` int8 dot product.
 
 use core::arch::aarch64::*;
 use core::ops::Range;
@@ -223,40 +217,4 @@ pub fn neon_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32],
 pub fn neon_silu_f32(xs: &mut [f32]) {
     // SAFETY: see above.
     unsafe { generic::silu_inplace::<Neon>(xs) }
-}
-
-/// Exact int8 dot product with `sdot` (16 products per instruction, i32 lanes).
-///
-/// # Safety
-/// The CPU must have the dotprod extension.
-///
-/// # Panics
-/// If the lengths differ.
-#[target_feature(enable = "dotprod")]
-pub unsafe fn dotprod_dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    assert_eq!(a.len(), b.len());
-    let n16 = a.len() / 16 * 16;
-    // SAFETY: loads read a[i..i+16], b[i..i+16] with i + 16 ≤ n16 ≤ len; `sdot` exists because
-    // this function requires the dotprod feature.
-    let mut s = unsafe {
-        let mut acc = vdupq_n_s32(0);
-        let mut i = 0;
-        while i < n16 {
-            let va = vld1q_s8(a.as_ptr().add(i));
-            let vb = vld1q_s8(b.as_ptr().add(i));
-            core::arch::asm!(
-                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-                acc = inout(vreg) acc,
-                a = in(vreg) va,
-                b = in(vreg) vb,
-                options(pure, nomem, nostack, preserves_flags),
-            );
-            i += 16;
-        }
-        vaddvq_s32(acc)
-    };
-    for (x, y) in a[n16..].iter().zip(&b[n16..]) {
-        s += i32::from(*x) * i32::from(*y);
-    }
-    s
 }
