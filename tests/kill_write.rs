@@ -3,7 +3,7 @@
 //!
 //! The checkpoint is a Vim-Ti-shaped random safetensors (D=192, depth 24, 224×224, 1000
 //! classes: ~7 M weights, ~28 MB) written by the test, so the write takes long enough to be
-//! hit. Each round polls for the writer's temporary file (`.<name>.<pid>.<n>.tmp` in the output
+//! hit. Each round polls for the writer's temporary file (`.<name>.<pid>.<n>.vimvq-tmp` in the output
 //! folder), then kills the process after a random delay (or kills it before the temporary file
 //! appears, while it is still reading). A killed writer cannot remove its temporary file; that
 //! is expected and documented, and the test removes them between rounds.
@@ -108,7 +108,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .filter(|p| p.to_string_lossy().ends_with(".vimvq-tmp"))
         .collect()
 }
 

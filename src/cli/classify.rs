@@ -8,6 +8,7 @@ use vimvq_rt::forward;
 use vimvq_rt::model::Model;
 use vimvq_rt::preprocess::Plan;
 
+use super::alloc_scratch;
 use crate::image_io;
 
 /// Model + input tensor + logits + inference scratch + preprocessing scratch.
@@ -30,14 +31,10 @@ impl<'m> Classifier<'m> {
                 c.channels
             );
         }
-        let scratch_len = c.scratch_bytes_threaded(threads);
-        if scratch_len == usize::MAX {
-            bail!("model dimensions too large for this machine");
-        }
         Ok(Classifier {
-            input: vec![0.0; c.input_len()],
-            logits: vec![0.0; c.num_classes],
-            scratch: vec![0; scratch_len],
+            input: alloc_scratch(c.input_len(), "input tensor")?,
+            logits: alloc_scratch(c.num_classes, "logits")?,
+            scratch: alloc_scratch(c.scratch_bytes_threaded(threads), "inference scratch")?,
             pre_scratch: Vec::new(),
             threads,
             model,

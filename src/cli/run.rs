@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::classify::Classifier;
-use super::{open_model, output_labels, parse_model, print_line, softmax, threads_parser, top_k};
+use super::{escape_text, open_model, output_labels, parse_model, print_line, softmax, threads_parser, top_k};
 
 /// Arguments of `vimvq run`.
 #[derive(Args, Debug)]
@@ -116,8 +116,8 @@ fn text_line(name: &str, logits: &[f32], k: usize, labels: &[String]) -> String 
         .into_iter()
         .map(|i| {
             let label = labels.get(i).map_or("-", String::as_str);
-            format!("{label} ({i}) {:.4}", probs[i])
+            format!("{} ({i}) {:.4}", escape_text(label), probs[i])
         })
         .collect();
-    format!("{name}: {}", tops.join(", "))
+    format!("{}: {}", escape_text(name), tops.join(", "))
 }

@@ -26,7 +26,7 @@ use vimvq_rt::forward;
 use vimvq_rt::frame::{self, FrameFormat};
 use vimvq_rt::preprocess::{ImageRef, PixelFormat, Plan};
 
-use super::{open_model, output_labels, parse_model, threads_parser};
+use super::{alloc_scratch, open_model, output_labels, parse_model, threads_parser};
 
 /// Largest accepted frame side (a 16K frame; keeps buffers sane).
 const MAX_SIDE: usize = 16384;
@@ -198,9 +198,6 @@ pub fn run(a: StreamArgs) -> Result<()> {
         );
     }
     let scratch_len = c.scratch_bytes_threaded(a.threads);
-    if scratch_len == usize::MAX {
-        bail!("model dimensions too large for this machine");
-    }
 
     // Every buffer, once.
     let mut frame_buf = vec![0u8; frame_bytes];
@@ -209,11 +206,11 @@ pub fn run(a: StreamArgs) -> Result<()> {
         FrameFormat::I420 => vec![0u8; w * h * 3],
     };
     let mut pre_scratch = vec![0u8; plan.scratch_bytes()];
-    let mut input = vec![0f32; c.input_len()];
+    let mut input: Vec<f32> = alloc_scratch(c.input_len(), "input tensor")?;
     let mut logits = vec![0f32; c.num_classes];
     let mut probs = vec![0f32; c.num_classes];
     let mut order: Vec<usize> = Vec::with_capacity(c.num_classes);
-    let mut scratch = vec![0u8; scratch_len];
+    let mut scratch: Vec<u8> = alloc_scratch(scratch_len, "inference scratch")?;
     let opts = forward::InferOptions::default();
     let mut line = String::with_capacity(64 + k * 96);
     let mut hist = Histogram::new();

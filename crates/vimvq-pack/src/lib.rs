@@ -3,5 +3,6 @@
 pub mod calib;
 pub mod format;
 pub mod import;
+pub mod output;
 pub mod quantize;
 pub mod vq;
