@@ -32,9 +32,9 @@ use std::collections::HashMap;
 /// Largest `data.pkl` accepted (64 MiB). Tensor bytes live outside the pickle; a Vim-B full
 /// training checkpoint's pickle is well under 1 MiB.
 pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
-/// Most bytes all values together may take (64 MiB): each value's inline size plus its string
+/// Most bytes all values together may take (32 MiB): each value's inline size plus its string
 /// bytes and container slots. A Vim-B training checkpoint's pickle needs about 2 MiB.
-pub const MAX_VALUE_BYTES: usize = 64 << 20;
+pub const MAX_VALUE_BYTES: usize = 32 << 20;
 /// Most values (arena entries) one pickle may create.
 pub const MAX_OBJECTS: usize = 1 << 22;
 /// Deepest value stack.
