@@ -42,14 +42,15 @@ pub fn check_target(path: &Path) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    let (tmp, file) = create_temp(dir, &name).map_err(|e| {
+    let (probe, file) = create_temp(dir, &name).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot create files in folder {}: {e}", dir.display()),
         )
     })?;
     drop(file);
-    fs::remove_file(tmp)
+    drop(probe); // removes it
+    Ok(())
 }
 
 /// A temporary file holding the complete new contents of `path`, not yet renamed over it.
@@ -69,14 +70,8 @@ pub fn stage(path: &Path, bytes: &[u8]) -> io::Result<Staged> {
     let (dir, name) = split(path)?;
     let keep_mode = check_kind(path)?;
     remove_stale(dir, &name);
-    let (tmp, mut file) = create_temp(dir, &name)?;
-    let staged = Staged {
-        slot: signals::register(&tmp),
-        tmp,
-        path: path.to_path_buf(),
-        dir: dir.to_path_buf(),
-        committed: false,
-    };
+    let (mut staged, mut file) = create_temp(dir, &name)?;
+    staged.path = path.to_path_buf();
     if let Some(perm) = keep_mode {
         file.set_permissions(perm)?;
     }
@@ -171,14 +166,33 @@ fn special_kind(_: &fs::FileType) -> &'static str {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+/// Creates a fresh temporary file for `name` in `dir`, returned as an uncommitted [`Staged`]
+/// (whose target is still to be set). The path is registered for removal on a signal before the
+/// file exists, so no signal can leave it behind.
+fn create_temp(dir: &Path, name: &str) -> io::Result<(Staged, File)> {
     loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()));
+        let slot = signals::register(&tmp);
         match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Ok(f) => {
+                let staged = Staged {
+                    tmp,
+                    path: PathBuf::new(),
+                    dir: dir.to_path_buf(),
+                    slot,
+                    committed: false,
+                };
+                return Ok((staged, f));
+            }
+            Err(e) => {
+                if let Some(slot) = slot {
+                    signals::unregister(slot);
+                }
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+            }
         }
     }
 }
