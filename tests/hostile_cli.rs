@@ -16,9 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vimvq_pack::format::{writer::to_bytes, PackedModel, PackedTensor, TensorData};
-use vimvq_rt::format::Role;
-use vimvq_rt::{Preprocess, VimConfig};
 
 #[path = "../crates/vimvq-pack/tests/common/hostile.rs"]
 mod hostile;
@@ -171,48 +168,14 @@ fn small_model(dir: &Path, ck: &[u8], name: &str) -> PathBuf {
     out
 }
 
-/// F5: a `.vimvq` with valid checksums and exact ranges whose dimensions (L = 65,026
-/// positions, E = 65,536 channels, D = 1) need about 85 GB of inference scratch; the file is
-/// 6 MB.
+/// F5: a 6 MB `.vimvq` (valid checksums, exact ranges) whose dimensions (L = 65,026 positions,
+/// E = 65,536 channels) need about 85 GB of inference scratch.
 fn f5_model(dir: &Path) -> PathBuf {
-    let config = VimConfig {
-        embed_dim: 1,
-        depth: 1,
-        patch: 1,
-        stride: 1,
-        img_size: 255,
-        channels: 3,
-        num_classes: 2,
-        d_state: 1,
-        dt_rank: 1,
-        d_conv: 1,
-        d_inner: 65_536,
-        norm_eps: 1e-5,
-    };
-    let roles = Role::GLOBAL
-        .iter()
-        .map(|&r| (r, 0))
-        .chain(Role::LAYER.iter().map(|&r| (r, 0)));
-    let tensors = roles
-        .map(|(role, layer)| {
-            let (rows, cols) = role.shape(&config);
-            PackedTensor {
-                role,
-                layer,
-                rows,
-                cols,
-                data: TensorData::F32(vec![0.01; rows * cols]),
-            }
-        })
-        .collect();
-    let model = PackedModel {
-        config,
-        preprocess: Preprocess::imagenet(255),
-        labels: Vec::new(),
-        tensors,
-    };
-    assert!(config.scratch_bytes() > 80_000_000_000);
-    write(dir, "f5.vimvq", &to_bytes(&model).unwrap())
+    let bytes = hostile::huge_dims_vimvq(255, 65_536);
+    let m = write(dir, "f5.vimvq", &bytes);
+    let file = vimvq_rt::format::ModelFile::read(&m).unwrap();
+    assert!(file.model().unwrap().scratch_bytes() > 80_000_000_000);
+    m
 }
 
 /// ImageFolder `root/c0/` with one image and two links to itself (F6).
@@ -242,7 +205,7 @@ fn f1_to_f4_hostile_checkpoints_are_clean_errors() {
         ("f1.pth", hostile::f1_shared_storage(), "the pickle says 4000"),
         ("f2.pth", hostile::f2_reduce_bomb(), "bytes of memory"),
         ("f3.pth", hostile::f3_stride0(), "repeats 1 stored elements"),
-        ("f4.pth", hostile::f4_deflate_bomb(), "unexpected tensors"),
+        ("f4.pth", hostile::f4_deflate_bomb(256), "unexpected tensors"),
     ];
     for (name, bytes, needle) in cases {
         let p = write(&dir, name, &bytes);
@@ -421,7 +384,7 @@ fn every_hostile_input_stays_within_100_mb_of_the_baseline() {
         vec![os("inspect"), ck("f1b.pth", hostile::f1_shared_storage())],
         vec![os("import"), ck("f2.pth", hostile::f2_reduce_bomb()), os("-o"), out.clone()],
         vec![os("import"), ck("f3.pth", hostile::f3_stride0()), os("-o"), out.clone()],
-        vec![os("import"), ck("f4.pth", hostile::f4_deflate_bomb()), os("-o"), out.clone()],
+        vec![os("import"), ck("f4.pth", hostile::f4_deflate_bomb(256)), os("-o"), out.clone()],
         vec![os("run"), p(&f5), p(&img)],
         vec![os("bench"), p(&f5), os("--iters"), os("1")],
         vec![os("stream"), p(&f5), os("--size"), os("8x8"), os("--format"), os("rgb24")],

@@ -1100,7 +1100,7 @@ fn f3_stride0_views_are_refused_before_materialising() {
 fn f4_compressed_storage_is_read_only_as_far_as_the_view_reaches() {
     // The entry inflates to 256 MiB; the view needs 16 bytes. (The memory bound is asserted on
     // the CLI in tests/hostile_cli.rs.)
-    let p = write_tmp("f4.pth", &hostile::f4_deflate_bomb());
+    let p = write_tmp("f4.pth", &hostile::f4_deflate_bomb(256));
     let ck = import::load(&p, None).unwrap();
     assert_eq!(ck.tensors["w"].data, vec![0.0; 4]);
     // An entry smaller than the storage the pickle declares is refused before reading.
@@ -1197,4 +1197,25 @@ fn unclear_messages_are_clear() {
     st.splice(8..8 + hlen, bad.bytes());
     let m = err(import::load(&write_tmp("off.safetensors", &st), None));
     assert!(!m.contains("InvalidOffset") && m.contains("data_offsets"), "{m}");
+}
+
+#[test]
+fn fuzz_seeds_are_the_builders_output() {
+    // `VIMVQ_WRITE_FUZZ_SEEDS=1 cargo test -p vimvq-pack --test import fuzz_seeds` rewrites them.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let write = std::env::var_os("VIMVQ_WRITE_FUZZ_SEEDS").is_some();
+    for (target, name, bytes) in hostile::fuzz_seeds() {
+        let p = root.join(target).join(name);
+        if write {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &bytes).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&p).ok().as_deref(),
+            Some(&bytes[..]),
+            "{} is stale: rewrite it with VIMVQ_WRITE_FUZZ_SEEDS=1",
+            p.display()
+        );
+        assert!(bytes.len() <= 131_072, "{name}: {} bytes", bytes.len());
+    }
 }

@@ -178,20 +178,22 @@ pub fn f1_shared_storage() -> Vec<u8> {
     pth(&p, vec![Entry::stored("0", &f32_bytes(&[1.0, 2.0, 3.0, 4.0]))])
 }
 
-/// F2: a list of 65,536 references to one pair, then `OrderedDict(list)` applied 2,000 times:
-/// each call builds a 1 MiB dict (2 GiB in all without a byte budget).
+/// F2: a list of 16,384 references to one pair, then `OrderedDict(list)` applied 8,000 times
+/// (the callable from the memo): each call builds a 256 KiB dict, 2 GiB in all without a byte
+/// budget, from a 96 KB pickle.
 pub fn f2_reduce_bomb() -> Vec<u8> {
     let mut o = vec![0x80, 2];
+    o.extend(b"ccollections\nOrderedDict\nq\x02"); // the callable, memo 2
     o.extend([b'K', 1, b'K', 2, 0x86, b'q', 1]); // (1, 2), memo 1
     o.extend([b']', b'q', 0, b'(']); // [], memo 0
-    for _ in 0..65_536 {
+    for _ in 0..16_384 {
         o.extend([b'h', 1]);
     }
     o.push(b'e');
-    for _ in 0..2_000 {
-        o.extend(b"ccollections\nOrderedDict\n(h\x00tR0");
+    for _ in 0..8_000 {
+        o.extend(b"h\x02(h\x00tR0");
     }
-    o.extend(b"0}.");
+    o.extend(b"00}.");
     pth(&o, Vec::new())
 }
 
@@ -215,8 +217,8 @@ pub fn f3_stride0() -> Vec<u8> {
     )
 }
 
-/// F4: a 4-element storage whose entry inflates to 256 MiB of zeros (about 256 KB stored).
-pub fn f4_deflate_bomb() -> Vec<u8> {
+/// F4: a 4-element storage whose entry inflates to `mib` MiB of zeros (about 1 KB per MiB).
+pub fn f4_deflate_bomb(mib: u64) -> Vec<u8> {
     let t = T {
         name: "w",
         key: "0",
@@ -227,7 +229,7 @@ pub fn f4_deflate_bomb() -> Vec<u8> {
     };
     pth(
         &state_dict_pickle(&[t]),
-        vec![Entry::deflated_zeros("0", 256 << 20)],
+        vec![Entry::deflated_zeros("0", mib << 20)],
     )
 }
 
@@ -332,4 +334,62 @@ pub fn f10_escape_labels() -> Vec<u8> {
         &[("labels", "\u{1b}]0;pwned\u{7}cat\n\u{1b}[2Jdog\nbird\u{9b}31m")],
         |_, _| {},
     )
+}
+
+// ---- .vimvq files with huge valid dimensions (F5) ------------------------------------------
+
+/// A `.vimvq` with valid checksums and exact ranges whose dimensions make the inference scratch
+/// far larger than the file: D = 1, depth 1, patch = stride = 1, `img × img` inputs (L = img² + 1
+/// positions), E = `d_inner` channels; every weight 0.01.
+pub fn huge_dims_vimvq(img: usize, d_inner: usize) -> Vec<u8> {
+    use vimvq_pack::format::{writer::to_bytes, PackedModel, PackedTensor, TensorData};
+    use vimvq_rt::format::Role;
+    let config = vimvq_rt::VimConfig {
+        embed_dim: 1,
+        depth: 1,
+        patch: 1,
+        stride: 1,
+        img_size: img,
+        channels: 3,
+        num_classes: 2,
+        d_state: 1,
+        dt_rank: 1,
+        d_conv: 1,
+        d_inner,
+        norm_eps: 1e-5,
+    };
+    let tensors = Role::GLOBAL
+        .iter()
+        .chain(Role::LAYER.iter())
+        .map(|&role| {
+            let (rows, cols) = role.shape(&config);
+            PackedTensor {
+                role,
+                layer: 0,
+                rows,
+                cols,
+                data: TensorData::F32(vec![0.01; rows * cols]),
+            }
+        })
+        .collect();
+    let model = PackedModel {
+        config,
+        preprocess: vimvq_rt::Preprocess::imagenet(img as u32),
+        labels: Vec::new(),
+        tensors,
+    };
+    to_bytes(&model).unwrap()
+}
+
+/// The fuzzing seeds these builders make (`scripts/fuzz.sh` copies `fuzz/seeds/<target>/`
+/// into the corpora): `(target, file name, bytes)`.
+pub fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    vec![
+        ("import_checkpoint", "shared-storage.pth", f1_shared_storage()),
+        ("import_checkpoint", "reduce-bomb.pth", f2_reduce_bomb()),
+        ("import_checkpoint", "stride0.pth", f3_stride0()),
+        ("import_checkpoint", "deflate-bomb.pth", f4_deflate_bomb(100)),
+        ("import_checkpoint", "nan-weights.safetensors", f12_nan_weights()),
+        ("parse_infer", "huge-dims.vimvq", huge_dims_vimvq(127, 512)),
+    ]
 }
