@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 
 use vimvq_pack::format::writer::to_bytes;
-use vimvq_pack::output::write_atomic;
 use vimvq_pack::import::{self, ModelOptions};
+use vimvq_pack::output::write_atomic;
 use vimvq_rt::format::{AlignedBytes, ModelFile};
 use vimvq_rt::forward::infer;
 use vimvq_rt::model::Model;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 #[path = "../crates/vimvq-pack/tests/common/hostile.rs"]
 mod hostile;
 
@@ -37,9 +36,11 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// An 8×8 RGB PNG.
 fn png(path: &Path) -> PathBuf {
-    image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 90]))
-        .save(path)
-        .unwrap();
+    image::RgbImage::from_fn(8, 8, |x, y| {
+        image::Rgb([(x * 30) as u8, (y * 30) as u8, 90])
+    })
+    .save(path)
+    .unwrap();
     path.to_path_buf()
 }
 
@@ -66,7 +67,13 @@ fn vimvq<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> Run {
         .map(|a| a.as_ref().to_str().expect("UTF-8 argument").to_owned())
         .collect();
     let o = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "rss_probe_helper", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "rss_probe_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(PROBE_ARGS, serde_json::to_string(&spec).unwrap())
         .env(PROBE_TIMEOUT, timeout.as_millis().to_string())
         .stdin(Stdio::null())
@@ -76,7 +83,12 @@ fn vimvq<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> Run {
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("PROBE "))
-        .unwrap_or_else(|| panic!("probe printed no result: {text} {}", String::from_utf8_lossy(&o.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "probe printed no result: {text} {}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     let int = |k: &str| v[k].as_i64().map(|x| x as i32);
     Run {
@@ -163,7 +175,15 @@ fn assert_error(r: &Run, needle: &str) {
 fn small_model(dir: &Path, ck: &[u8], name: &str) -> PathBuf {
     let ck = write(dir, &format!("{name}.safetensors"), ck);
     let out = dir.join(format!("{name}.vimvq"));
-    let r = vimvq(&[OsStr::new("import"), ck.as_os_str(), "-o".as_ref(), out.as_os_str()], TIMEOUT);
+    let r = vimvq(
+        &[
+            OsStr::new("import"),
+            ck.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+        TIMEOUT,
+    );
     assert_eq!(r.code, Some(0), "{r:?}");
     out
 }
@@ -202,18 +222,37 @@ fn f1_to_f4_hostile_checkpoints_are_clean_errors() {
     let dir = tmp("f1-4");
     let out = dir.join("out.vimvq");
     let cases: [(&str, Vec<u8>, &str); 4] = [
-        ("f1.pth", hostile::f1_shared_storage(), "the pickle says 4000"),
+        (
+            "f1.pth",
+            hostile::f1_shared_storage(),
+            "the pickle says 4000",
+        ),
         ("f2.pth", hostile::f2_reduce_bomb(), "bytes of memory"),
         ("f3.pth", hostile::f3_stride0(), "repeats 1 stored elements"),
-        ("f4.pth", hostile::f4_deflate_bomb(256), "unexpected tensors"),
+        (
+            "f4.pth",
+            hostile::f4_deflate_bomb(256),
+            "unexpected tensors",
+        ),
     ];
     for (name, bytes, needle) in cases {
         let p = write(&dir, name, &bytes);
-        let r = vimvq(&[OsStr::new("import"), p.as_os_str(), "-o".as_ref(), out.as_os_str()], TIMEOUT);
+        let r = vimvq(
+            &[
+                OsStr::new("import"),
+                p.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+            TIMEOUT,
+        );
         assert_error(&r, needle);
         assert!(!out.exists());
         if name == "f1.pth" {
-            assert_error(&vimvq(&[OsStr::new("inspect"), p.as_os_str()], TIMEOUT), needle);
+            assert_error(
+                &vimvq(&[OsStr::new("inspect"), p.as_os_str()], TIMEOUT),
+                needle,
+            );
         }
     }
 }
@@ -227,7 +266,14 @@ fn f5_huge_model_dimensions_report_the_bytes_needed() {
     for args in [
         vec![os("run"), m.clone().into(), img.clone().into()],
         vec![os("bench"), m.clone().into(), os("--iters"), os("1")],
-        vec![os("stream"), m.clone().into(), os("--size"), os("8x8"), os("--format"), os("rgb24")],
+        vec![
+            os("stream"),
+            m.clone().into(),
+            os("--size"),
+            os("8x8"),
+            os("--format"),
+            os("rgb24"),
+        ],
     ] {
         assert_error(&vimvq(&args, TIMEOUT), "inference scratch needs");
     }
@@ -239,7 +285,13 @@ fn f6_folder_walks_end_and_count_each_image_once() {
     let model = small_model(&dir, &hostile::vim_safetensors(&[], |_, _| {}), "m");
     let root = looped_folder(&dir);
     let r = vimvq(
-        &[OsStr::new("eval"), model.as_os_str(), "--data".as_ref(), root.as_os_str(), "--json".as_ref()],
+        &[
+            OsStr::new("eval"),
+            model.as_os_str(),
+            "--data".as_ref(),
+            root.as_os_str(),
+            "--json".as_ref(),
+        ],
         Duration::from_secs(60),
     );
     assert!(!r.timed_out, "hang: {r:?}");
@@ -251,7 +303,11 @@ fn f6_folder_walks_end_and_count_each_image_once() {
 #[test]
 fn f7_a_failing_report_keeps_the_old_model_and_fails_first() {
     let dir = tmp("f7");
-    let ck = write(&dir, "m.safetensors", &hostile::vim_safetensors(&[], |_, _| {}));
+    let ck = write(
+        &dir,
+        "m.safetensors",
+        &hostile::vim_safetensors(&[], |_, _| {}),
+    );
     let calib = dir.join("calib");
     fs::create_dir_all(&calib).unwrap();
     png(&calib.join("a.png"));
@@ -275,15 +331,32 @@ fn f7_a_failing_report_keeps_the_old_model_and_fails_first() {
     assert_error(&r, "folder");
     assert!(r.stderr.contains("does not exist"), "{r:?}");
     assert_eq!(fs::read(&out).unwrap(), b"the user's old model");
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}"); // m.safetensors, calib, out.vimvq
 }
 
 #[test]
 fn f8_special_outputs_are_refused_and_permissions_kept() {
     let dir = tmp("f8");
-    let ck = write(&dir, "m.safetensors", &hostile::vim_safetensors(&[], |_, _| {}));
-    let import = |out: &Path| vimvq(&[OsStr::new("import"), ck.as_os_str(), "-o".as_ref(), out.as_os_str()], TIMEOUT);
+    let ck = write(
+        &dir,
+        "m.safetensors",
+        &hostile::vim_safetensors(&[], |_, _| {}),
+    );
+    let import = |out: &Path| {
+        vimvq(
+            &[
+                OsStr::new("import"),
+                ck.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+            TIMEOUT,
+        )
+    };
 
     let fifo = dir.join("fifo.vimvq");
     mkfifo(&fifo);
@@ -294,15 +367,26 @@ fn f8_special_outputs_are_refused_and_permissions_kept() {
     let link = dir.join("link.vimvq");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     assert_error(&import(&link), "symbolic link");
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(fs::read(&target).unwrap(), b"keep");
 
     // A character device: made with mknod when allowed (root), else /dev/null's kind is
     // checked through the same refusal on the FIFO above.
     let dev = dir.join("null.vimvq");
-    if Command::new("mknod").arg(&dev).args(["c", "1", "3"]).status().is_ok_and(|s| s.success()) {
+    if Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         assert_error(&import(&dev), "is a character device");
-        assert!(fs::symlink_metadata(&dev).unwrap().file_type().is_char_device());
+        assert!(fs::symlink_metadata(&dev)
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 
     let private = write(&dir, "private.vimvq", b"old");
@@ -320,15 +404,41 @@ fn f10_labels_are_escaped_in_text_output() {
     let dir = tmp("f10");
     let model = small_model(&dir, &hostile::f10_escape_labels(), "m");
     let img = png(&dir.join("x.png"));
-    let r = vimvq(&[OsStr::new("run"), model.as_os_str(), img.as_os_str(), "--topk".as_ref(), "3".as_ref()], TIMEOUT);
+    let r = vimvq(
+        &[
+            OsStr::new("run"),
+            model.as_os_str(),
+            img.as_os_str(),
+            "--topk".as_ref(),
+            "3".as_ref(),
+        ],
+        TIMEOUT,
+    );
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert!(!r.stdout.chars().any(|c| c.is_control() && c != '\n'), "{:?}", r.stdout);
+    assert!(
+        !r.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        r.stdout
+    );
     assert!(r.stdout.contains("\\u{1b}[2Jdog"), "{:?}", r.stdout);
     assert!(r.stdout.contains("\\u{9b}31m"), "{:?}", r.stdout);
     // --json keeps the labels verbatim (JSON escapes them itself).
-    let r = vimvq(&[OsStr::new("run"), model.as_os_str(), img.as_os_str(), "--json".as_ref()], TIMEOUT);
+    let r = vimvq(
+        &[
+            OsStr::new("run"),
+            model.as_os_str(),
+            img.as_os_str(),
+            "--json".as_ref(),
+        ],
+        TIMEOUT,
+    );
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
-    let labels: Vec<&str> = v["outputs"][0]["top"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = v["outputs"][0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
     assert!(labels.contains(&"\u{1b}[2Jdog"), "{labels:?}");
 }
 
@@ -337,9 +447,26 @@ fn f11_endless_inputs_are_refused_without_reading_them() {
     let dir = tmp("f11");
     let model = small_model(&dir, &hostile::vim_safetensors(&[], |_, _| {}), "m");
     let img = png(&dir.join("x.png"));
-    let r = vimvq(&[OsStr::new("run"), model.as_os_str(), "--tensor".as_ref(), "/dev/zero".as_ref()], TIMEOUT);
+    let r = vimvq(
+        &[
+            OsStr::new("run"),
+            model.as_os_str(),
+            "--tensor".as_ref(),
+            "/dev/zero".as_ref(),
+        ],
+        TIMEOUT,
+    );
     assert_error(&r, "not a .npy file");
-    let r = vimvq(&[OsStr::new("run"), model.as_os_str(), img.as_os_str(), "--labels".as_ref(), "/dev/zero".as_ref()], TIMEOUT);
+    let r = vimvq(
+        &[
+            OsStr::new("run"),
+            model.as_os_str(),
+            img.as_os_str(),
+            "--labels".as_ref(),
+            "/dev/zero".as_ref(),
+        ],
+        TIMEOUT,
+    );
     assert_error(&r, "larger than the 16777216-byte limit");
 }
 
@@ -348,11 +475,31 @@ fn f12_import_refuses_nan_weights_and_unusable_resize() {
     let dir = tmp("f12");
     let ck = write(&dir, "nan.safetensors", &hostile::f12_nan_weights());
     let out = dir.join("out.vimvq");
-    let r = vimvq(&[OsStr::new("import"), ck.as_os_str(), "-o".as_ref(), out.as_os_str()], TIMEOUT);
+    let r = vimvq(
+        &[
+            OsStr::new("import"),
+            ck.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+        TIMEOUT,
+    );
     assert_error(&r, "'layers.0.mixer.out_proj.weight' holds NaN");
     // `--resize` is range-checked by the parser; the checkpoint's metadata was not.
-    let big = write(&dir, "big.safetensors", &hostile::vim_safetensors(&[("resize", "4294967295")], |_, _| {}));
-    let r = vimvq(&[OsStr::new("import"), big.as_os_str(), "-o".as_ref(), out.as_os_str()], TIMEOUT);
+    let big = write(
+        &dir,
+        "big.safetensors",
+        &hostile::vim_safetensors(&[("resize", "4294967295")], |_, _| {}),
+    );
+    let r = vimvq(
+        &[
+            OsStr::new("import"),
+            big.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+        TIMEOUT,
+    );
     assert_error(&r, "resize: 4294967295");
     assert!(!out.exists());
 }
@@ -368,7 +515,11 @@ fn every_hostile_input_stays_within_100_mb_of_the_baseline() {
     let labels = small_model(&dir, &hostile::f10_escape_labels(), "labels");
     let f5 = f5_model(&dir);
     let img = png(&dir.join("x.png"));
-    let ok_ck = write(&dir, "ok.safetensors", &hostile::vim_safetensors(&[], |_, _| {}));
+    let ok_ck = write(
+        &dir,
+        "ok.safetensors",
+        &hostile::vim_safetensors(&[], |_, _| {}),
+    );
     let calib = dir.join("calib");
     fs::create_dir_all(&calib).unwrap();
     png(&calib.join("a.png"));
@@ -380,23 +531,89 @@ fn every_hostile_input_stays_within_100_mb_of_the_baseline() {
 
     // (command, arguments); the baseline of a command is its run on a missing input.
     let cases: Vec<Vec<OsString>> = vec![
-        vec![os("import"), ck("f1.pth", hostile::f1_shared_storage()), os("-o"), out.clone()],
+        vec![
+            os("import"),
+            ck("f1.pth", hostile::f1_shared_storage()),
+            os("-o"),
+            out.clone(),
+        ],
         vec![os("inspect"), ck("f1b.pth", hostile::f1_shared_storage())],
-        vec![os("import"), ck("f2.pth", hostile::f2_reduce_bomb()), os("-o"), out.clone()],
-        vec![os("import"), ck("f3.pth", hostile::f3_stride0()), os("-o"), out.clone()],
-        vec![os("import"), ck("f4.pth", hostile::f4_deflate_bomb(256)), os("-o"), out.clone()],
+        vec![
+            os("import"),
+            ck("f2.pth", hostile::f2_reduce_bomb()),
+            os("-o"),
+            out.clone(),
+        ],
+        vec![
+            os("import"),
+            ck("f3.pth", hostile::f3_stride0()),
+            os("-o"),
+            out.clone(),
+        ],
+        vec![
+            os("import"),
+            ck("f4.pth", hostile::f4_deflate_bomb(256)),
+            os("-o"),
+            out.clone(),
+        ],
         vec![os("run"), p(&f5), p(&img)],
         vec![os("bench"), p(&f5), os("--iters"), os("1")],
-        vec![os("stream"), p(&f5), os("--size"), os("8x8"), os("--format"), os("rgb24")],
+        vec![
+            os("stream"),
+            p(&f5),
+            os("--size"),
+            os("8x8"),
+            os("--format"),
+            os("rgb24"),
+        ],
         vec![os("eval"), p(&small), os("--data"), p(&looped)],
-        vec![os("pack"), p(&ok_ck), os("-o"), out.clone(), os("--calib"), p(&looped.join("c0")), os("--method"), os("rtn")],
-        vec![os("pack"), p(&ok_ck), os("-o"), out.clone(), os("--calib"), p(&calib), os("--method"), os("rtn"), os("--report"), p(&dir.join("missing/r.json"))],
+        vec![
+            os("pack"),
+            p(&ok_ck),
+            os("-o"),
+            out.clone(),
+            os("--calib"),
+            p(&looped.join("c0")),
+            os("--method"),
+            os("rtn"),
+        ],
+        vec![
+            os("pack"),
+            p(&ok_ck),
+            os("-o"),
+            out.clone(),
+            os("--calib"),
+            p(&calib),
+            os("--method"),
+            os("rtn"),
+            os("--report"),
+            p(&dir.join("missing/r.json")),
+        ],
         vec![os("import"), p(&ok_ck), os("-o"), p(&fifo)],
         vec![os("run"), p(&labels), p(&img)],
         vec![os("run"), p(&small), os("--tensor"), os("/dev/zero")],
-        vec![os("run"), p(&small), p(&img), os("--labels"), os("/dev/zero")],
-        vec![os("import"), ck("f12.safetensors", hostile::f12_nan_weights()), os("-o"), out.clone()],
-        vec![os("import"), ck("resize.safetensors", hostile::vim_safetensors(&[("resize", "4294967295")], |_, _| {})), os("-o"), out.clone()],
+        vec![
+            os("run"),
+            p(&small),
+            p(&img),
+            os("--labels"),
+            os("/dev/zero"),
+        ],
+        vec![
+            os("import"),
+            ck("f12.safetensors", hostile::f12_nan_weights()),
+            os("-o"),
+            out.clone(),
+        ],
+        vec![
+            os("import"),
+            ck(
+                "resize.safetensors",
+                hostile::vim_safetensors(&[("resize", "4294967295")], |_, _| {}),
+            ),
+            os("-o"),
+            out.clone(),
+        ],
     ];
     let mut baselines = std::collections::HashMap::new();
     let missing = p(&dir.join("missing.input"));
@@ -418,7 +635,10 @@ fn every_hostile_input_stays_within_100_mb_of_the_baseline() {
             r.peak_rss as f64 / 1e6,
             base as f64 / 1e6,
             r.code,
-            args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+            args.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         assert!(
             r.peak_rss <= base + 100_000_000,

@@ -110,7 +110,10 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+        })
         .collect()
 }
 
@@ -344,7 +347,10 @@ fn sigint_sigterm_and_sighup_remove_the_temporary_file() {
         unsafe { libc::kill(child.id() as libc::pid_t, sig) };
         let st = child.wait().unwrap();
         let left = temp_files(out.parent().unwrap());
-        assert!(left.is_empty(), "round {round}, signal {sig}: {left:?} left behind");
+        assert!(
+            left.is_empty(),
+            "round {round}, signal {sig}: {left:?} left behind"
+        );
         if during && st.signal() == Some(sig) {
             landed += 1;
         }

@@ -150,7 +150,10 @@ fn config_text(c: &VimConfig) -> String {
 /// Runs `vimvq inspect`.
 pub fn run(a: InspectArgs) -> Result<()> {
     if a.path.is_dir() {
-        bail!("{}: is a directory, not a model or checkpoint", a.path.display());
+        bail!(
+            "{}: is a directory, not a model or checkpoint",
+            a.path.display()
+        );
     }
     let mut head = [0u8; 8];
     let n = std::fs::File::open(&a.path)

@@ -14,10 +14,10 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vimvq_pack::format::{writer, PackedModel};
-use vimvq_pack::{import, output};
 use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
 use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
+use vimvq_pack::{import, output};
 use vimvq_rt::preprocess::Plan;
 
 use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};

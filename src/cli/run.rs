@@ -7,7 +7,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::classify::Classifier;
-use super::{escape_text, open_model, output_labels, parse_model, print_line, softmax, threads_parser, top_k};
+use super::{
+    escape_text, open_model, output_labels, parse_model, print_line, softmax, threads_parser, top_k,
+};
 
 /// Arguments of `vimvq run`.
 #[derive(Args, Debug)]

@@ -1080,7 +1080,10 @@ fn f1_shared_storage_claiming_more_is_an_error_not_a_panic() {
 fn f2_repeated_reduce_of_a_large_list_hits_the_byte_budget() {
     let p = write_tmp("f2.pth", &hostile::f2_reduce_bomb());
     let m = err(import::load(&p, None));
-    assert!(m.contains("data.pkl") && m.contains("bytes of memory"), "{m}");
+    assert!(
+        m.contains("data.pkl") && m.contains("bytes of memory"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -1196,7 +1199,10 @@ fn unclear_messages_are_clear() {
     let bad = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[4,", 1);
     st.splice(8..8 + hlen, bad.bytes());
     let m = err(import::load(&write_tmp("off.safetensors", &st), None));
-    assert!(!m.contains("InvalidOffset") && m.contains("data_offsets"), "{m}");
+    assert!(
+        !m.contains("InvalidOffset") && m.contains("data_offsets"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -175,7 +175,10 @@ pub fn f1_shared_storage() -> Vec<u8> {
         stride: &[1],
     };
     let p = state_dict_pickle(&[t("a", 4, &[4]), t("b", 1000, &[1000])]);
-    pth(&p, vec![Entry::stored("0", &f32_bytes(&[1.0, 2.0, 3.0, 4.0]))])
+    pth(
+        &p,
+        vec![Entry::stored("0", &f32_bytes(&[1.0, 2.0, 3.0, 4.0]))],
+    )
 }
 
 /// F2: a list of 16,384 references to one pair, then `OrderedDict(list)` applied 8,000 times
@@ -249,7 +252,10 @@ pub fn vim_safetensors(meta: &[(&str, &str)], edit: impl Fn(&str, &mut Vec<f32>)
     let mut shapes: Vec<(String, Vec<usize>)> = vec![
         ("cls_token".into(), vec![1, 1, d]),
         ("pos_embed".into(), vec![1, l, d]),
-        ("patch_embed.proj.weight".into(), vec![d, 3, VIM_PATCH, VIM_PATCH]),
+        (
+            "patch_embed.proj.weight".into(),
+            vec![d, 3, VIM_PATCH, VIM_PATCH],
+        ),
         ("patch_embed.proj.bias".into(), vec![d]),
         ("norm_f.weight".into(), vec![d]),
         ("head.weight".into(), vec![VIM_CLASSES, d]),
@@ -331,7 +337,10 @@ pub fn f12_nan_weights() -> Vec<u8> {
 /// F10: the small Vim checkpoint whose labels carry terminal escape sequences.
 pub fn f10_escape_labels() -> Vec<u8> {
     vim_safetensors(
-        &[("labels", "\u{1b}]0;pwned\u{7}cat\n\u{1b}[2Jdog\nbird\u{9b}31m")],
+        &[(
+            "labels",
+            "\u{1b}]0;pwned\u{7}cat\n\u{1b}[2Jdog\nbird\u{9b}31m",
+        )],
         |_, _| {},
     )
 }
@@ -385,11 +394,23 @@ pub fn huge_dims_vimvq(img: usize, d_inner: usize) -> Vec<u8> {
 /// into the corpora): `(target, file name, bytes)`.
 pub fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     vec![
-        ("import_checkpoint", "shared-storage.pth", f1_shared_storage()),
+        (
+            "import_checkpoint",
+            "shared-storage.pth",
+            f1_shared_storage(),
+        ),
         ("import_checkpoint", "reduce-bomb.pth", f2_reduce_bomb()),
         ("import_checkpoint", "stride0.pth", f3_stride0()),
-        ("import_checkpoint", "deflate-bomb.pth", f4_deflate_bomb(100)),
-        ("import_checkpoint", "nan-weights.safetensors", f12_nan_weights()),
+        (
+            "import_checkpoint",
+            "deflate-bomb.pth",
+            f4_deflate_bomb(100),
+        ),
+        (
+            "import_checkpoint",
+            "nan-weights.safetensors",
+            f12_nan_weights(),
+        ),
         ("parse_infer", "huge-dims.vimvq", huge_dims_vimvq(127, 512)),
     ]
 }
