@@ -116,6 +116,8 @@ fn rss_probe_helper() {
     let timeout = Duration::from_millis(std::env::var(PROBE_TIMEOUT).unwrap().parse().unwrap());
     let out_dir = tmp(&format!("probe-{}", std::process::id()));
     let (so, se) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    // Reaped by `wait4` below: `Child::wait` would not give the rusage.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_vimvq"))
         .args(&args)
         .stdin(Stdio::null())
