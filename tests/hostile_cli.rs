@@ -650,3 +650,35 @@ fn every_hostile_input_stays_within_100_mb_of_the_baseline() {
         );
     }
 }
+
+#[test]
+fn unclear_messages_are_clear_on_the_cli() {
+    let dir = tmp("messages");
+    let model = small_model(&dir, &hostile::vim_safetensors(&[], |_, _| {}), "m");
+    // A .vimvq cut inside its magic: "truncated", not "not a checkpoint".
+    let cut = write(&dir, "cut.vimvq", &fs::read(&model).unwrap()[..5]);
+    assert_error(
+        &vimvq(&[OsStr::new("inspect"), cut.as_os_str()], TIMEOUT),
+        "truncated .vimvq model",
+    );
+    // A directory as the checkpoint: said once.
+    let r = vimvq(
+        &[
+            OsStr::new("import"),
+            dir.as_os_str(),
+            "-o".as_ref(),
+            dir.join("o.vimvq").as_os_str(),
+        ],
+        TIMEOUT,
+    );
+    assert_error(&r, "is a directory, not a checkpoint file");
+    assert_eq!(r.stderr.matches("directory").count(), 1, "{r:?}");
+    // A file name with a terminal escape is escaped in the error.
+    let evil = write(&dir, "evil\u{1b}[2J.png", b"not a png");
+    let r = vimvq(
+        &[OsStr::new("run"), model.as_os_str(), evil.as_os_str()],
+        TIMEOUT,
+    );
+    assert_error(&r, "evil\\u{1b}[2J.png");
+    assert!(!r.stderr.contains('\u{1b}'), "{r:?}");
+}
