@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Bounded fuzzing for CI (issue 5). Self-contained: installs cargo-fuzz from crates.io if it is
 # missing, builds the targets once, runs each for a fixed time, and fails on any finding.
+# Memory is part of the contract: a run whose RSS passes 1 GiB, or any single allocation above
+# 1 GiB (-rss_limit_mb / -malloc_limit_mb), is a finding, so an input that amplifies memory
+# (issue 12) fails the run.
 #
 #   scripts/fuzz.sh                      # parse_infer 60 s, import_checkpoint 30 s
 #   FUZZ_SECS=300 scripts/fuzz.sh        # longer parse_infer run
@@ -32,9 +35,14 @@ fi
 
 cargo "+$TOOLCHAIN" fuzz build --fuzz-dir fuzz -O --target-dir "$TARGET_DIR"
 
-# Seeds: the committed real .vimvq fixtures and the tiny real checkpoints.
+# Seeds: the committed real .vimvq fixtures and the tiny real checkpoints, plus the hostile
+# inputs of issue 12 (fuzz/seeds/<target>/: shared storages, repeated REDUCE of containers,
+# stride-0 views, compressed entries, NaN weights, a .vimvq with huge valid dimensions; written
+# by crates/vimvq-pack/tests/import.rs::fuzz_seeds_are_the_builders_output).
 mkdir -p fuzz/corpus/parse_infer fuzz/corpus/import_checkpoint
 cp -n crates/vimvq-pack/tests/data/tiny*.{pth,safetensors} fuzz/corpus/import_checkpoint/
+cp -n fuzz/seeds/import_checkpoint/* fuzz/corpus/import_checkpoint/
+cp -n fuzz/seeds/parse_infer/* fuzz/corpus/parse_infer/
 
 status=0
 run() {
@@ -46,7 +54,8 @@ run() {
     echo "== fuzz $target for ${secs}s"
     if ! timeout $((secs + 300)) cargo "+$TOOLCHAIN" fuzz run --fuzz-dir fuzz -O \
         --target-dir "$TARGET_DIR" "$target" "fuzz/corpus/$target" "$@" -- \
-        -max_total_time="$secs" -max_len="$max_len" -rss_limit_mb=2048 -timeout=20 \
+        -max_total_time="$secs" -max_len="$max_len" -timeout=20 \
+        -rss_limit_mb=1024 -malloc_limit_mb=1024 \
         -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "FUZZ FINDING in $target: see fuzz/artifacts/$target/" >&2

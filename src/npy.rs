@@ -12,11 +12,34 @@ pub struct Batch {
     pub data: Vec<f32>,
 }
 
+/// Largest `.npy` file read (1 GiB, about 1,400 images of 3×224×224).
+pub const MAX_NPY_BYTES: u64 = 1 << 30;
+
 /// Reads `path` and checks it holds float32 images of shape `(C, H, W) = (channels, side, side)`
-/// (with or without a leading batch axis). The whole file is read first, so a header that
-/// claims more data than the file holds is an error, not a huge allocation.
+/// (with or without a leading batch axis). The magic is checked first, then the whole file is
+/// read (at most [`MAX_NPY_BYTES`]), so a header that claims more data than the file holds is an
+/// error, not a huge allocation, and an endless input (`/dev/zero`) is refused at once.
 pub fn read_batch(path: &Path, channels: usize, side: usize) -> Result<Batch> {
-    let bytes = std::fs::read(path).map_err(|e| crate::io_error::io_error(path, &e))?;
+    use std::io::Read;
+    if path.is_dir() {
+        bail!("{}: is a directory, not a .npy file", path.display());
+    }
+    let io = |e: std::io::Error| crate::io_error::io_error(path, &e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    (&mut f).take(6).read_to_end(&mut bytes).map_err(io)?;
+    if bytes != b"\x93NUMPY" {
+        bail!("{}: not a .npy file (no \\x93NUMPY magic)", path.display());
+    }
+    f.take(MAX_NPY_BYTES - 6 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_NPY_BYTES {
+        bail!(
+            "{}: larger than the {MAX_NPY_BYTES}-byte limit for --tensor",
+            path.display()
+        );
+    }
     let file = NpyFile::new(&bytes[..])
         .map_err(|e| anyhow!("{}: not a .npy file: {e}", path.display()))?;
     let shape: Vec<u64> = file.shape().to_vec();

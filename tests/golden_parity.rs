@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use vimvq_pack::format::writer::write_file;
 use vimvq_pack::import::{self, ModelOptions};
+use vimvq_pack::output::write_atomic;
 use vimvq_rt::format::{to_bytes, AlignedBytes, ModelFile};
 use vimvq_rt::forward::infer;
 use vimvq_rt::model::Model;
@@ -128,11 +128,8 @@ fn vim_ti_random_matches_torch_and_float64() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vimti.vimvq");
     let ck = import::load(&golden_dir().join("vimti_random.safetensors"), None).unwrap();
-    write_file(
-        &import::to_packed(&ck, &ModelOptions::default()).unwrap(),
-        &path,
-    )
-    .unwrap();
+    let packed = import::to_packed(&ck, &ModelOptions::default()).unwrap();
+    write_atomic(&path, &to_bytes(&packed).unwrap()).unwrap();
     let file = ModelFile::open(&path).unwrap();
     assert_eq!(file.bytes(), &bytes[..]);
     let model = file.model().unwrap();

@@ -3,7 +3,7 @@
 //!
 //! The checkpoint is a Vim-Ti-shaped random safetensors (D=192, depth 24, 224×224, 1000
 //! classes: ~7 M weights, ~28 MB) written by the test, so the write takes long enough to be
-//! hit. Each round polls for the writer's temporary file (`.<name>.<pid>.<n>.tmp` in the output
+//! hit. Each round polls for the writer's temporary file (`.<name>.<pid>.<n>.vimvq-tmp` in the output
 //! folder), then kills the process after a random delay (or kills it before the temporary file
 //! appears, while it is still reading). A killed writer cannot remove its temporary file; that
 //! is expected and documented, and the test removes them between rounds.
@@ -104,11 +104,16 @@ fn tmp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Hidden files in the output folder: the writer's temporary files (`.<name>.<pid>.<n>.vimvq-tmp`;
+/// any hidden name counts, so an older naming is caught too).
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+        })
         .collect()
 }
 
@@ -296,5 +301,126 @@ fn sigkill_during_pack_leaves_old_or_nothing() {
     fs::copy(&reference, &out).unwrap();
     let (w2, _) = kill_rounds(&args, &out, &[&full_bytes], full, 4, &mut rng);
     eprintln!("pack kills during the write: {}", w1 + w2);
+    fs::remove_dir_all(&dir).ok();
+}
+
+// ---- issue 12 F9: temporary files never outlive a catchable signal --------------------------
+
+/// Spawns `vimvq import ck -o out` and waits until its temporary file exists (or it ended).
+#[cfg(unix)]
+fn spawn_until_temp(ck: &Path, out: &Path) -> (std::process::Child, bool) {
+    let dir = out.parent().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vimvq"))
+        .args([Path::new("import"), ck, Path::new("-o"), out])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while temp_files(dir).is_empty() && start.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            return (child, false);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    (child, true)
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_sigterm_and_sighup_remove_the_temporary_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tmp_dir("signals");
+    let ck = dir.join("a.safetensors");
+    write_checkpoint(&ck, 4);
+    let out = dir.join("out/model.vimvq");
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let mut landed = 0;
+    for (round, sig) in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let (mut child, during) = spawn_until_temp(&ck, &out);
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let st = child.wait().unwrap();
+        let left = temp_files(out.parent().unwrap());
+        assert!(
+            left.is_empty(),
+            "round {round}, signal {sig}: {left:?} left behind"
+        );
+        if during && st.signal() == Some(sig) {
+            landed += 1;
+        }
+        let _ = fs::remove_file(&out);
+    }
+    // Timing depends on the load: most rounds land while the temporary file exists.
+    assert!(landed >= 3, "only {landed} signals landed during the write");
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_size_limit_removes_the_temporary_file_and_keeps_the_old_output() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tmp_dir("xfsz");
+    let ck = dir.join("a.safetensors");
+    write_checkpoint(&ck, 5);
+    let out = dir.join("out/model.vimvq");
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    fs::write(&out, b"previous model").unwrap();
+    // `ulimit -f` counts 1024-byte blocks: 8 MiB, below the ~28 MB output.
+    let st = Command::new("sh")
+        .args(["-c", "ulimit -f 8192; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_vimvq"))
+        .args([Path::new("import"), &ck, Path::new("-o"), &out])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGXFSZ), "{st:?}");
+    assert_eq!(temp_files(out.parent().unwrap()), Vec::<PathBuf>::new());
+    assert_eq!(fs::read(&out).unwrap(), b"previous model");
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_next_run_removes_a_killed_writers_temporary_file() {
+    let dir = tmp_dir("stale");
+    let ck = dir.join("a.safetensors");
+    write_checkpoint(&ck, 6);
+    let out = dir.join("out/model.vimvq");
+    let folder = out.parent().unwrap().to_path_buf();
+    fs::create_dir_all(&folder).unwrap();
+    // SIGKILL cannot be caught: its temporary file stays...
+    let mut left = Vec::new();
+    for _ in 0..10 {
+        let (mut child, during) = spawn_until_temp(&ck, &out);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        left = temp_files(&folder);
+        if during && !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "no kill landed during the write");
+    // ... and one of another target, or of a live process, is not touched.
+    let other = folder.join(format!(".other.vimvq.1.0{}", ".vimvq-tmp"));
+    let live = folder.join(format!(".model.vimvq.{}.0.vimvq-tmp", std::process::id()));
+    fs::write(&other, b"x").unwrap();
+    fs::write(&live, b"x").unwrap();
+    run_ok(&[
+        "import".as_ref(),
+        ck.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    for t in &left {
+        assert!(!t.exists(), "{} survived the next run", t.display());
+    }
+    assert!(other.exists() && live.exists());
     fs::remove_dir_all(&dir).ok();
 }

@@ -14,13 +14,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 use serde::Serialize;
 use vimvq_pack::quantize::peak_rss_bytes;
 use vimvq_rt::forward::{self, InferOptions, Op, OpTimer};
 
-use super::{open_model, parse_model, print_line, threads_parser};
+use super::{alloc_scratch, open_model, parse_model, print_line, threads_parser};
 
 /// Arguments of `vimvq bench`.
 #[derive(Args, Debug)]
@@ -105,11 +105,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let model = parse_model(&a.model, &file)?;
     let c = *model.config();
     let scratch_len = c.scratch_bytes_threaded(a.threads);
-    if scratch_len == usize::MAX {
-        bail!("model dimensions too large for this machine");
-    }
     let iters = usize::try_from(a.iters).map_err(|_| anyhow!("--iters too large"))?;
-    let mut input = vec![0f32; c.input_len()];
+    let mut input: Vec<f32> = alloc_scratch(c.input_len(), "input tensor")?;
     // xorshift32 → roughly uniform in [-2, 2): a plausible normalised image.
     let mut state = 0x9E37_79B9u32;
     for v in &mut input {
@@ -118,8 +115,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         state ^= state << 5;
         *v = (state as f32 / u32::MAX as f32) * 4.0 - 2.0;
     }
-    let mut logits = vec![0f32; c.num_classes];
-    let mut scratch = vec![0u8; scratch_len];
+    let mut logits: Vec<f32> = alloc_scratch(c.num_classes, "logits")?;
+    let mut scratch: Vec<u8> = alloc_scratch(scratch_len, "inference scratch")?;
     let opts = InferOptions::default();
     let fail = |e: forward::InferError| anyhow!("inference failed: {e}");
 

@@ -34,7 +34,7 @@ impl<'m> Classifier<'m> {
         let c = *model.config();
         let bytes = Context::scratch_bytes(&model, Input::Tensor, threads)?;
         Ok(Classifier {
-            scratch: alloc_scratch(bytes)?,
+            scratch: alloc_scratch(bytes, "inference scratch")?,
             logits: vec![0.0; c.num_classes],
             top: vec![Top::default(); k.min(c.num_classes)],
             threads,
@@ -51,7 +51,7 @@ impl<'m> Classifier<'m> {
     ) -> Result<Classified<'_>> {
         let bytes = Context::scratch_bytes(&self.model, input, self.threads)?;
         if self.scratch.len() < bytes {
-            self.scratch = alloc_scratch(bytes)?;
+            self.scratch = alloc_scratch(bytes, "inference scratch")?;
         }
         let mut ctx = Context::new(self.model, input, self.threads, &mut self.scratch)?;
         f(&mut ctx, &mut self.top)?;

@@ -15,7 +15,6 @@ use super::classify::Classifier;
 use super::{
     io_error, kl_logits, open_model, parse_model, print_line, progress_allowed, threads_parser,
 };
-use crate::image_io::has_image_extension;
 
 /// Arguments of `vimvq eval`.
 #[derive(Args, Debug)]
@@ -66,7 +65,8 @@ pub struct Sample {
 }
 
 /// Lists an ImageFolder as torchvision does: classes = sorted sub-folder names; per class, every
-/// file below its folder (recursively, following links) with an accepted extension, ordered by
+/// file below its folder (recursively, following links, each folder and file once: see
+/// [`super::folder::image_files`]) with an accepted extension, ordered by
 /// (folder path, file name) as Python's `sorted(os.walk(...))` + `sorted(fnames)`.
 pub fn list_image_folder(root: &Path) -> Result<(Vec<String>, Vec<Sample>)> {
     let entries = std::fs::read_dir(root).map_err(|e| io_error(root, &e))?;
@@ -91,8 +91,7 @@ pub fn list_image_folder(root: &Path) -> Result<(Vec<String>, Vec<Sample>)> {
     let mut samples = Vec::new();
     for (ci, name) in classes.iter().enumerate() {
         let dir = root.join(name);
-        let mut files: Vec<(Vec<u8>, Vec<u8>, PathBuf)> = Vec::new();
-        walk(&dir, &mut files, 0)?;
+        let files = super::folder::image_files(&dir)?;
         if files.is_empty() {
             bail!(
                 "{}: no images ({}) in class folder",
@@ -100,36 +99,12 @@ pub fn list_image_folder(root: &Path) -> Result<(Vec<String>, Vec<Sample>)> {
                 crate::image_io::EXTENSIONS.join(", ")
             );
         }
-        files.sort();
-        samples.extend(
-            files
-                .into_iter()
-                .map(|(_, _, path)| Sample { path, class: ci }),
-        );
+        samples.extend(files.into_iter().map(|f| Sample {
+            path: f.path,
+            class: ci,
+        }));
     }
     Ok((classes, samples))
-}
-
-/// Collects `(folder bytes, file-name bytes, path)` of every image below `dir`.
-fn walk(dir: &Path, out: &mut Vec<(Vec<u8>, Vec<u8>, PathBuf)>, depth: usize) -> Result<()> {
-    if depth > 64 {
-        bail!("{}: folders nested too deeply (link loop?)", dir.display());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))?;
-    for e in entries {
-        let e = e.map_err(|e| io_error(dir, &e))?;
-        let path = e.path();
-        if path.is_dir() {
-            walk(&path, out, depth + 1)?;
-        } else if has_image_extension(&path) {
-            out.push((
-                dir.as_os_str().as_encoded_bytes().to_vec(),
-                e.file_name().as_encoded_bytes().to_vec(),
-                path,
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `n` indices spread evenly over `0..len` (all of them when `n ≥ len`).

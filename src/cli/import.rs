@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use vimvq_pack::format::writer;
-use vimvq_pack::import;
+use vimvq_pack::{import, output};
+use vimvq_rt::format::to_bytes;
 
 use super::{print_line, ModelOptionArgs};
 
@@ -28,12 +28,14 @@ pub struct ImportArgs {
 /// Runs `vimvq import`.
 pub fn run(a: ImportArgs) -> Result<()> {
     let opts = a.model.to_options()?;
+    output::check_target(&a.output).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
     let ck = import::load(&a.checkpoint, a.key.as_deref())?;
     let packed =
         import::to_packed(&ck, &opts).map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
     drop(ck);
-    writer::write_file(&packed, &a.output).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
-    let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let bytes = to_bytes(&packed).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
+    output::write_atomic(&a.output, &bytes)
+        .map_err(|e| anyhow!("{}: cannot write the model: {e}", a.output.display()))?;
     let c = &packed.config;
     let p = &packed.preprocess;
     let weights: usize = packed.tensors.iter().map(|t| t.rows * t.cols).sum();
@@ -56,6 +58,6 @@ pub fn run(a: ImportArgs) -> Result<()> {
         },
         packed.tensors.len(),
         weights,
-        bytes
+        bytes.len()
     ))
 }

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -121,6 +121,12 @@ fn config_text(c: &VimConfig) -> String {
 
 /// Runs `vimvq inspect`.
 pub fn run(a: InspectArgs) -> Result<()> {
+    if a.path.is_dir() {
+        bail!(
+            "{}: is a directory, not a model or checkpoint",
+            a.path.display()
+        );
+    }
     let mut head = [0u8; 8];
     let n = std::fs::File::open(&a.path)
         .and_then(|mut f| {
@@ -134,6 +140,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
             Ok(got)
         })
         .map_err(|e| io_error(&a.path, &e))?;
+    if n < head.len() && n > 0 && head[..n] == MAGIC[..n] {
+        bail!(
+            "{}: truncated .vimvq model ({n} bytes, shorter than its magic)",
+            a.path.display()
+        );
+    }
     let (value, text) = if n == head.len() && head == MAGIC {
         inspect_model(&a.path)?
     } else {

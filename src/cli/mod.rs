@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod classify;
 pub mod eval;
+pub mod folder;
 pub mod import;
 pub mod inspect;
 pub mod pack;
@@ -122,9 +123,76 @@ fn parse_triple(s: &str) -> std::result::Result<[f32; 3], String> {
 /// Prints `error: <message>` as one line on stderr. The message is the whole `anyhow` context
 /// chain (`outer: inner: cause`), with any line breaks folded.
 pub fn print_error(e: &anyhow::Error) {
-    let msg = one_line(&format!("{e:#}"));
+    let msg = escape_text(&one_line(&format!("{e:#}")));
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "error: {msg}");
+}
+
+/// `s` with every control character (C0, DEL, C1: terminal escape sequences, line breaks) as a
+/// `\u{..}` escape, for text output of labels and file names taken from files.
+pub fn escape_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Largest `--labels` file read (16 MiB; 1000 ImageNet class names take 30 KB).
+pub const MAX_LABELS_BYTES: u64 = 16 << 20;
+
+/// Reads at most `limit` bytes of `path`; a longer input (a huge file, `/dev/zero`) is refused
+/// without reading past the limit.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    if path.is_dir() {
+        bail!("{}: is a directory, not a {what}", path.display());
+    }
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, &e))?;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "{}: {what} is larger than the {limit}-byte limit",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// A zeroed buffer of `len` elements for a model-sized need (inference scratch, input, logits).
+/// The need is checked before allocating, against the memory the system reports available
+/// (Linux `MemAvailable`), and the allocation is fallible: a model whose dimensions need more
+/// memory than the machine has gets an error naming the bytes, not an abort.
+pub fn alloc_scratch<T: Clone + Default>(len: usize, what: &str) -> Result<Vec<T>> {
+    let bytes = len.saturating_mul(std::mem::size_of::<T>());
+    let too_much = |avail: &str| {
+        anyhow!("the model's {what} needs {bytes} bytes, more than this machine has{avail}")
+    };
+    if len == usize::MAX || bytes == usize::MAX {
+        return Err(too_much(""));
+    }
+    if let Some(avail) = available_memory().filter(|&a| bytes as u64 > a) {
+        return Err(too_much(&format!(" available ({avail} bytes)")));
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| too_much(""))?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+/// Bytes of memory available to new allocations, if the system says (`/proc/meminfo`).
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn one_line(s: &str) -> String {
@@ -192,7 +260,7 @@ pub fn parse_model<'f>(path: &Path, file: &'f ModelFile) -> Result<Model<'f>> {
 
 /// Reads class names, one per line (a trailing newline and `\r` line ends are fine).
 pub fn read_labels(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
+    let bytes = read_bounded(path, MAX_LABELS_BYTES, "labels file")?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow!("{}: labels file is not UTF-8 text", path.display()))?;
     Ok(text
@@ -246,16 +314,6 @@ pub fn top_classes(logits: &[f32], k: usize) -> Vec<vimvq_rt::context::Top> {
     let mut top = vec![vimvq_rt::context::Top::default(); k.min(logits.len())];
     vimvq_rt::context::top_k(logits, &mut top);
     top
-}
-
-/// A zeroed scratch buffer of `bytes` bytes; a clear error, not an abort, when the memory is
-/// not there.
-pub fn alloc_scratch(bytes: usize) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(bytes)
-        .map_err(|_| anyhow!("cannot allocate {bytes} bytes of scratch memory"))?;
-    v.resize(bytes, 0);
-    Ok(v)
 }
 
 /// True if progress bars may be drawn (stderr is a terminal and JSON was not asked for).

@@ -13,16 +13,15 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use vimvq_pack::format::writer;
-use vimvq_pack::import;
 use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
 use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
+use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
 use vimvq_rt::format::{to_bytes, PackedModel};
 
 use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};
-use crate::image_io::{self, has_image_extension};
+use crate::image_io;
 
 /// `--method`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,8 +217,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     if !md.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
-    let mut out = Vec::new();
-    walk(dir, &mut out, 0)?;
+    let mut out: Vec<PathBuf> = super::folder::image_files(dir)?
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
     out.sort_by(|a, b| {
         a.as_os_str()
             .as_encoded_bytes()
@@ -233,21 +234,6 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         );
     }
     Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
-    if depth > 64 {
-        bail!("{}: folders nested too deeply (link loop?)", dir.display());
-    }
-    for e in std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))? {
-        let path = e.map_err(|e| io_error(dir, &e))?.path();
-        if path.is_dir() {
-            walk(&path, out, depth + 1)?;
-        } else if has_image_extension(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// The calibration images: decoded and preprocessed with the model's stored transform.
@@ -324,7 +310,7 @@ fn preprocess_file(path: &Path, model: &PackedModel, scratch: &mut Vec<u8>) -> R
         .ok_or(ContextError::TooLarge)
         .map_err(what)?;
     if scratch.len() < bytes {
-        *scratch = super::alloc_scratch(bytes)?;
+        *scratch = super::alloc_scratch(bytes, "inference scratch")?;
     }
     let mut x = vec![0.0f32; c.input_len()];
     fp.run(&img.data, &mut x, scratch).map_err(what)?;
@@ -393,7 +379,7 @@ fn evaluate(
                 for v in &l {
                     b.extend_from_slice(&v.to_le_bytes());
                 }
-                write_atomic(p, &b)?;
+                output::write_atomic(p, &b).map_err(|e| anyhow!("{}: {e}", p.display()))?;
             }
             l
         }
@@ -512,30 +498,18 @@ impl Bars {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let res = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(path, &e));
-    }
-    Ok(())
-}
-
 /// Runs `vimvq pack`.
 pub fn run(a: PackArgs) -> Result<()> {
     let start = Instant::now();
     let opts = a.options()?;
     let mopts = a.model.to_options()?;
+    // Output folders are checked before the long work.
+    for p in std::iter::once(&a.output)
+        .chain(&a.report)
+        .chain(&a.eval_f32_cache)
+    {
+        output::check_target(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    }
     let ck = import::load(&a.checkpoint, a.key.as_deref())?;
     let f32_model =
         import::to_packed(&ck, &mopts).map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
@@ -544,8 +518,9 @@ pub fn run(a: PackArgs) -> Result<()> {
     let calib = load_calibration(&a.calib, &f32_model, count, a.seed, |p, msg| {
         let _ = writeln!(
             std::io::stderr().lock(),
-            "warning: skipping calibration image {}: {msg}",
-            p.display()
+            "warning: skipping calibration image {}: {}",
+            super::escape_text(&p.display().to_string()),
+            super::escape_text(msg)
         );
     })?;
     let mut bars = Bars {
@@ -591,12 +566,23 @@ pub fn run(a: PackArgs) -> Result<()> {
         }
     }
     let report_text = serde_json::to_string_pretty(&json)? + "\n";
-    writer::write_file(&q, &a.output).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
-    if let Some(path) = &a.report {
-        if let Err(e) = write_atomic(path, report_text.as_bytes()) {
-            let _ = std::fs::remove_file(&a.output);
-            return Err(e);
-        }
+    // Both files are staged before either replaces anything: a failure leaves the old ones.
+    let model = output::stage(&a.output, &bytes)
+        .map_err(|e| anyhow!("{}: cannot write the model: {e}", a.output.display()))?;
+    let report_file = match &a.report {
+        Some(p) => Some((
+            p,
+            output::stage(p, report_text.as_bytes())
+                .map_err(|e| anyhow!("{}: cannot write the report: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    model
+        .commit()
+        .map_err(|e| anyhow!("{}: cannot write the model: {e}", a.output.display()))?;
+    if let Some((p, r)) = report_file {
+        r.commit()
+            .map_err(|e| anyhow!("{}: cannot write the report: {e}", p.display()))?;
     }
     if let Some(e) = &eval {
         print_line(&format!(

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::classify::{Classified, Classifier};
 use vimvq_rt::context::Top;
 
-use super::{open_model, output_labels, parse_model, print_line, threads_parser};
+use super::{escape_text, open_model, output_labels, parse_model, print_line, threads_parser};
 
 /// Arguments of `vimvq run`.
 #[derive(Args, Debug)]
@@ -111,8 +111,8 @@ fn text_line(name: &str, top: &[Top], labels: &[String]) -> String {
         .map(|t| {
             let i = t.class_index as usize;
             let label = labels.get(i).map_or("-", String::as_str);
-            format!("{label} ({i}) {:.4}", t.prob)
+            format!("{} ({i}) {:.4}", escape_text(label), t.prob)
         })
         .collect();
-    format!("{name}: {}", tops.join(", "))
+    format!("{}: {}", escape_text(name), tops.join(", "))
 }

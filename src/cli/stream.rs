@@ -198,10 +198,10 @@ pub fn run(a: StreamArgs) -> Result<()> {
     let bytes = Context::scratch_bytes(&model, input, a.threads).map_err(cannot)?;
 
     // Every buffer, once.
-    let mut scratch = alloc_scratch(bytes)?;
+    let mut scratch = alloc_scratch(bytes, "inference scratch")?;
     let mut ctx = Context::new(model, input, a.threads, &mut scratch).map_err(cannot)?;
     let frame_bytes = ctx.frame_bytes();
-    let mut frame_buf = alloc_scratch(frame_bytes)?;
+    let mut frame_buf = alloc_scratch(frame_bytes, "frame buffer")?;
     let mut top = vec![Top::default(); k];
     let mut line = String::with_capacity(64 + k * 96);
     let mut hist = Histogram::new();

@@ -1,7 +1,7 @@
-//! `vimvq-pack`: checkpoint import, ViM-VQ quantization and the `.vimvq` writer.
+//! `vimvq-pack`: checkpoint import, ViM-VQ quantization, and writing `.vimvq` files safely (`output`).
 
 pub mod calib;
-pub mod format;
 pub mod import;
+pub mod output;
 pub mod quantize;
 pub mod vq;

@@ -1,4 +1,4 @@
-//! `.vimvq` v1: writer → reader round trips on random models, determinism, atomic writes, and
+//! `.vimvq` v1: writer → reader round trips on random models, determinism, and
 //! hostile files (truncated, corrupted, hand-edited), each rejected with its specific error.
 //!
 //! Byte offsets below are written out from `docs/FORMAT.md` on purpose (not taken from the
@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use vimvq_pack::format::writer::{write_file, WriteFileError};
 use vimvq_rt::format::{
     to_bytes, AlignedBytes, FormatError, PackedModel, PackedTensor, RangeKind, Role, TensorData,
     TensorProblem, WriteError,
@@ -539,67 +538,6 @@ fn writer_rejects_invalid_models() {
 }
 
 // ------------------------------------------------------------------------------ atomic write
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vimvq-fmt-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn listing(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-#[test]
-fn write_file_is_atomic_and_leaves_no_temp_file() {
-    let dir = temp_dir("atomic");
-    let c = &configs()[0];
-    let m = mixed(c, 5);
-    let path = dir.join("model.vimvq");
-    write_file(&m, &path).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), to_bytes(&m).unwrap());
-    assert_eq!(listing(&dir), vec!["model.vimvq"]);
-    // The file loads through both loaders.
-    let f = vimvq_rt::format::ModelFile::open(&path).unwrap();
-    assert_eq!(f.model().unwrap().config(), c);
-    let f = vimvq_rt::format::ModelFile::read(&path).unwrap();
-    assert_eq!(f.model().unwrap().config(), c);
-
-    // Overwrite in place.
-    let m2 = mixed(c, 6);
-    write_file(&m2, &path).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), to_bytes(&m2).unwrap());
-    assert_eq!(listing(&dir), vec!["model.vimvq"]);
-
-    // An invalid model fails before touching anything.
-    let mut bad = m.clone();
-    bad.labels.pop();
-    assert!(write_file(&bad, &path).is_err());
-    assert_eq!(std::fs::read(&path).unwrap(), to_bytes(&m2).unwrap());
-    assert_eq!(listing(&dir), vec!["model.vimvq"]);
-
-    // The rename fails (target is a non-empty directory): temp file removed, target untouched.
-    let blocker = dir.join("blocked.vimvq");
-    std::fs::create_dir(&blocker).unwrap();
-    std::fs::write(blocker.join("keep"), b"x").unwrap();
-    let e = write_file(&m, &blocker).unwrap_err();
-    assert!(matches!(e, WriteFileError::Io(_)), "{e}");
-    assert_eq!(listing(&dir), vec!["blocked.vimvq", "model.vimvq"]);
-    assert_eq!(listing(&blocker), vec!["keep"]);
-
-    // Missing folder: plain I/O error, nothing created.
-    assert!(matches!(
-        write_file(&m, &dir.join("nope/x.vimvq")),
-        Err(WriteFileError::Io(_))
-    ));
-    std::fs::remove_dir_all(&dir).unwrap();
-}
 
 // --------------------------------------------------------------------------------- hostile
 

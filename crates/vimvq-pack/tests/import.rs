@@ -1059,3 +1059,168 @@ fn bundled_fashion_mnist_pth_and_safetensors_agree() {
     // and the safetensors metadata alone gives the same model
     assert_eq!(import::to_packed(&b, &ModelOptions::default()).unwrap(), pb);
 }
+
+// ---- issue 12: hostile inputs found by testing (each fails on 95a4037) ----------------------
+
+#[path = "common/hostile.rs"]
+mod hostile;
+
+#[test]
+fn f1_shared_storage_claiming_more_is_an_error_not_a_panic() {
+    let p = write_tmp("f1.pth", &hostile::f1_shared_storage());
+    let m = err(import::load(&p, None));
+    assert!(
+        m.contains("tensor 'b'") && m.contains("holds 16 bytes, the pickle says 4000"),
+        "{m}"
+    );
+}
+
+#[test]
+fn f2_repeated_reduce_of_a_large_list_hits_the_byte_budget() {
+    let p = write_tmp("f2.pth", &hostile::f2_reduce_bomb());
+    let m = err(import::load(&p, None));
+    assert!(
+        m.contains("data.pkl") && m.contains("bytes of memory"),
+        "{m}"
+    );
+}
+
+#[test]
+fn f3_stride0_views_are_refused_before_materialising() {
+    let p = write_tmp("f3.pth", &hostile::f3_stride0());
+    let t = std::time::Instant::now();
+    let m = err(import::load(&p, None));
+    assert!(
+        m.contains("tensor 'a'") && m.contains("repeats 1 stored elements as 268435456"),
+        "{m}"
+    );
+    // Refused from the pickle's numbers alone (the old code gathered 1 GiB per view first).
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn f4_compressed_storage_is_read_only_as_far_as_the_view_reaches() {
+    // The entry inflates to 256 MiB; the view needs 16 bytes. (The memory bound is asserted on
+    // the CLI in tests/hostile_cli.rs.)
+    let p = write_tmp("f4.pth", &hostile::f4_deflate_bomb(256));
+    let ck = import::load(&p, None).unwrap();
+    assert_eq!(ck.tensors["w"].data, vec![0.0; 4]);
+    // An entry smaller than the storage the pickle declares is refused before reading.
+    let t = hostile::T {
+        name: "w",
+        key: "0",
+        numel: 8,
+        offset: 0,
+        size: &[4],
+        stride: &[1],
+    };
+    let small = hostile::pth(
+        &hostile::state_dict_pickle(&[t]),
+        vec![hostile::Entry::stored("0", &[0u8; 16])],
+    );
+    let m = err(import::load(&write_tmp("f4b.pth", &small), None));
+    assert!(m.contains("holds 16 bytes, the pickle says 32"), "{m}");
+}
+
+#[test]
+fn f12_nan_weights_and_unusable_preprocessing_are_refused() {
+    let p = write_tmp("f12.safetensors", &hostile::f12_nan_weights());
+    let ck = import::load(&p, None).unwrap();
+    let m = err(import::to_packed(&ck, &ModelOptions::default()));
+    assert!(
+        m.contains("layers.0.mixer.out_proj.weight") && m.contains("NaN") && m.contains("index 5"),
+        "{m}"
+    );
+    let inf = hostile::vim_safetensors(&[], |name, v| {
+        if name == "head.bias" {
+            v[2] = f32::NEG_INFINITY;
+        }
+    });
+    let ck = import::load(&write_tmp("inf.safetensors", &inf), None).unwrap();
+    let m = err(import::to_packed(&ck, &ModelOptions::default()));
+    assert!(m.contains("'head.bias'") && m.contains("-inf"), "{m}");
+
+    let ok = hostile::vim_safetensors(&[], |_, _| {});
+    let ck = import::load(&write_tmp("ok.safetensors", &ok), None).unwrap();
+    import::to_packed(&ck, &ModelOptions::default()).unwrap();
+    let with = |o: ModelOptions| err(import::to_packed(&ck, &o));
+    let m = with(ModelOptions {
+        resize: Some(u32::MAX),
+        ..Default::default()
+    });
+    assert!(m.contains("resize") && m.contains("4294967295"), "{m}");
+    let m = with(ModelOptions {
+        std: Some([1e-30, 1.0, 1.0]),
+        ..Default::default()
+    });
+    assert!(m.contains("--std") && m.contains("at least"), "{m}");
+    let m = with(ModelOptions {
+        mean: Some([0.5, 1e30, 0.5]),
+        ..Default::default()
+    });
+    assert!(m.contains("--mean"), "{m}");
+    // The same through metadata names the field.
+    let meta = hostile::vim_safetensors(&[("resize", "4000000000")], |_, _| {});
+    let ck = import::load(&write_tmp("resize.safetensors", &meta), None).unwrap();
+    let m = err(import::to_packed(&ck, &ModelOptions::default()));
+    assert!(m.contains("resize: 4000000000"), "{m}");
+}
+
+#[test]
+fn unclear_messages_are_clear() {
+    // A tensor whose element count overflows u64: the real count, not 18446744073709551615.
+    let t = hostile::T {
+        name: "w",
+        key: "0",
+        numel: 1,
+        offset: 0,
+        size: &[1 << 40, 1 << 40],
+        stride: &[0, 0],
+    };
+    let p = hostile::pth(
+        &hostile::state_dict_pickle(&[t]),
+        vec![hostile::Entry::stored("0", &[0u8; 4])],
+    );
+    let m = err(import::load(&write_tmp("huge.pth", &p), None));
+    assert!(
+        m.contains("1208925819614629174706176") && !m.contains("18446744073709551615"),
+        "{m}"
+    );
+    // A directory: said once.
+    let d = tmp("dir");
+    std::fs::create_dir_all(&d).unwrap();
+    let m = err(import::load(&d, None));
+    assert_eq!(m.matches("directory").count(), 1, "{m}");
+    // safetensors offsets: a sentence, not `InvalidOffset("b")`.
+    let mut st = hostile::vim_safetensors(&[], |_, _| {});
+    let hlen = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(st[8..8 + hlen].to_vec()).unwrap();
+    let bad = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[4,", 1);
+    st.splice(8..8 + hlen, bad.bytes());
+    let m = err(import::load(&write_tmp("off.safetensors", &st), None));
+    assert!(
+        !m.contains("InvalidOffset") && m.contains("data_offsets"),
+        "{m}"
+    );
+}
+
+#[test]
+fn fuzz_seeds_are_the_builders_output() {
+    // `VIMVQ_WRITE_FUZZ_SEEDS=1 cargo test -p vimvq-pack --test import fuzz_seeds` rewrites them.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let write = std::env::var_os("VIMVQ_WRITE_FUZZ_SEEDS").is_some();
+    for (target, name, bytes) in hostile::fuzz_seeds() {
+        let p = root.join(target).join(name);
+        if write {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &bytes).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&p).ok().as_deref(),
+            Some(&bytes[..]),
+            "{} is stale: rewrite it with VIMVQ_WRITE_FUZZ_SEEDS=1",
+            p.display()
+        );
+        assert!(bytes.len() <= 131_072, "{name}: {} bytes", bytes.len());
+    }
+}

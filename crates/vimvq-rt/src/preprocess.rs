@@ -85,8 +85,18 @@ pub enum PreprocessError {
         /// Bytes given.
         got: usize,
     },
-    /// `resize` or `crop` is zero or larger than [`MAX_SIDE`], or the resized image would be.
+    /// `resize` or `crop` is zero or larger than [`MAX_SIDE`].
     BadParams,
+    /// Resizing the image's shorter side to `resize` would make a side of zero or beyond
+    /// [`MAX_SIDE`] (an extreme aspect ratio).
+    ResizedOutOfRange {
+        /// Image width.
+        width: usize,
+        /// Image height.
+        height: usize,
+        /// The model's resize target for the shorter side.
+        resize: usize,
+    },
     /// The model's channel count is neither 1 nor 3.
     UnsupportedChannels,
     /// The output slice does not hold exactly `channels · crop · crop` values.
@@ -116,6 +126,15 @@ impl core::fmt::Display for PreprocessError {
                 )
             }
             PreprocessError::BadParams => write!(f, "resize/crop size is zero or too large"),
+            PreprocessError::ResizedOutOfRange {
+                width,
+                height,
+                resize,
+            } => write!(
+                f,
+                "a {width}x{height} image cannot be resized to shorter side {resize}: its aspect \
+                 ratio is too extreme (a side would be 0 or over {MAX_SIDE} pixels)"
+            ),
             PreprocessError::UnsupportedChannels => write!(f, "model channel count is not 1 or 3"),
             PreprocessError::BadOutputLength { expected, got } => {
                 write!(f, "output holds {got} values, expected {expected}")
@@ -389,7 +408,11 @@ impl Plan {
         }
         let (res_w, res_h) = resized_size(width, height, resize);
         if res_w == 0 || res_h == 0 || res_w > MAX_SIDE || res_h > MAX_SIDE {
-            return Err(PreprocessError::BadParams);
+            return Err(PreprocessError::ResizedOutOfRange {
+                width,
+                height,
+                resize,
+            });
         }
         let work_channels = if out_channels == 1 {
             1
@@ -1236,7 +1259,11 @@ mod tests {
         // A 1 × 10^6 strip would resize to 8 × 8·10^6: rejected, not allocated.
         assert_eq!(
             Plan::new(1, MAX_SIDE, PixelFormat::L8, &p, 1).err(),
-            Some(PreprocessError::BadParams)
+            Some(PreprocessError::ResizedOutOfRange {
+                width: 1,
+                height: MAX_SIDE,
+                resize: p.resize as usize
+            })
         );
     }
 }

@@ -4,7 +4,13 @@
 use std::collections::BTreeSet;
 
 use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
+use vimvq_rt::preprocess::MAX_SIDE;
 use vimvq_rt::{Interpolation, Preprocess, VimConfig};
+
+/// Largest accepted `|mean|` (pixels are on the `[0, 1]` scale).
+const MAX_MEAN: f32 = 1e3;
+/// Smallest accepted `std`: dividing a `[0, 1]` pixel by less would overflow f32.
+const MIN_STD: f32 = 1e-6;
 
 use super::{Checkpoint, HostTensor, ImportError, ModelOptions};
 
@@ -342,10 +348,22 @@ pub fn to_packed(ck: &Checkpoint, opts: &ModelOptions) -> Result<PackedModel, Im
             msg: format!("{:?}: values must be finite", pre.mean),
         });
     }
-    if pre.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+    if pre.mean.iter().any(|m| m.abs() > MAX_MEAN) {
+        return Err(ImportError::Preprocess {
+            origin: mean_src.into(),
+            msg: format!(
+                "{:?}: pixel values are in [0, 1]; a mean beyond ±{MAX_MEAN} is not one",
+                pre.mean
+            ),
+        });
+    }
+    if pre.std.iter().any(|s| !(s.is_finite() && *s >= MIN_STD)) {
         return Err(ImportError::Preprocess {
             origin: std_src.into(),
-            msg: format!("{:?}: values must be finite and > 0", pre.std),
+            msg: format!(
+                "{:?}: values must be finite and at least {MIN_STD} (smaller ones overflow the normalised input)",
+                pre.std
+            ),
         });
     }
     if pre.crop != img {
@@ -358,6 +376,15 @@ pub fn to_packed(ck: &Checkpoint, opts: &ModelOptions) -> Result<PackedModel, Im
         return Err(ImportError::Preprocess {
             origin: "resize".into(),
             msg: format!("{} is smaller than the crop {}", pre.resize, pre.crop),
+        });
+    }
+    if pre.resize as usize > MAX_SIDE {
+        return Err(ImportError::Preprocess {
+            origin: "resize".into(),
+            msg: format!(
+                "{} is larger than the largest image side the runtime accepts ({MAX_SIDE})",
+                pre.resize
+            ),
         });
     }
 
@@ -385,17 +412,21 @@ pub fn to_packed(ck: &Checkpoint, opts: &ModelOptions) -> Result<PackedModel, Im
     let tensors = schema(cfg.depth)
         .map(|(role, layer)| {
             let (rows, cols) = role.shape(&cfg);
-            let t = &ck.tensors[&torch_name(role, layer)];
+            let name = torch_name(role, layer);
+            let t = &ck.tensors[&name];
             debug_assert_eq!(t.data.len(), rows * cols);
-            PackedTensor {
+            if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ImportError::NonFinite { name, index, value });
+            }
+            Ok(PackedTensor {
                 role,
                 layer,
                 rows,
                 cols,
                 data: TensorData::F32(t.data.clone()),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(PackedModel {
         config: cfg,
         preprocess: pre,

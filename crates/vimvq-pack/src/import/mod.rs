@@ -112,13 +112,20 @@ pub enum ImportError {
         /// The file.
         path: PathBuf,
     },
-    /// Any other I/O failure.
-    #[error("{}: {source}", path.display())]
+    /// Any other I/O failure. (The cause is part of the message, not a `source`, so a printed
+    /// error chain does not repeat it.)
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// The path names a directory.
+    #[error("{}: is a directory, not a checkpoint file", path.display())]
+    IsDirectory {
+        /// The path.
+        path: PathBuf,
     },
     /// The file has no bytes.
     #[error("{}: file is empty", path.display())]
@@ -139,14 +146,14 @@ pub enum ImportError {
         path: PathBuf,
     },
     /// A size above one of the sanity caps.
-    #[error("{}: {what} is too large ({size} > limit {limit})", path.display())]
+    #[error("{}: {what} is too large ({} > limit {limit})", path.display(), shown(*size))]
     TooLarge {
         /// The file.
         path: PathBuf,
         /// What was measured.
         what: String,
-        /// Its size (`u64::MAX` if it overflowed).
-        size: u64,
+        /// Its size (`u128::MAX` if even that overflowed).
+        size: u128,
         /// The cap.
         limit: u64,
     },
@@ -273,6 +280,16 @@ pub enum ImportError {
         /// Details.
         msg: String,
     },
+    /// A weight that is NaN or infinite: the model would output NaN.
+    #[error("tensor '{name}' holds {value} at flat index {index}; weights must be finite")]
+    NonFinite {
+        /// The tensor's state-dict name.
+        name: String,
+        /// Flat (row-major) index of the first such value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// Label count differs from the class count.
     #[error("{found} labels given but the model has {expected} classes")]
     Labels {
@@ -281,6 +298,15 @@ pub enum ImportError {
         /// `num_classes`.
         expected: usize,
     },
+}
+
+/// A size for messages; `u128::MAX` stands for "beyond 2^128".
+fn shown(size: u128) -> String {
+    if size == u128::MAX {
+        "more than 2^128".into()
+    } else {
+        size.to_string()
+    }
 }
 
 /// What [`load`] found at the start of a file.
@@ -322,15 +348,14 @@ pub fn load(path: &Path, key: Option<&str>) -> Result<Checkpoint, ImportError> {
         },
         _ => ImportError::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         },
     };
     let mut file = File::open(path).map_err(io)?;
     let md = file.metadata().map_err(io)?;
     if md.is_dir() {
-        return Err(ImportError::Io {
+        return Err(ImportError::IsDirectory {
             path: path.to_path_buf(),
-            source: std::io::Error::other("is a directory"),
         });
     }
     let len = md.len();

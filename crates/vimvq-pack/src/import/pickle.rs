@@ -17,7 +17,10 @@
 //!   [`Obj::Storage`] reference; no bytes are read here.
 //!
 //! # Caps
-//! Input is at most [`MAX_PICKLE_BYTES`]; at most [`MAX_OBJECTS`] values, [`MAX_STACK`] stack
+//! Input is at most [`MAX_PICKLE_BYTES`]; the values take at most [`MAX_VALUE_BYTES`] (each
+//! value's own size plus its string bytes and container slots, counted as it is built or
+//! extended, so re-applying `OrderedDict` to a large list cannot multiply memory); at most
+//! [`MAX_OBJECTS`] values, [`MAX_STACK`] stack
 //! entries, [`MAX_MARKS`] open `MARK`s, [`MAX_MEMO`] memo entries, strings of at most
 //! [`MAX_STR`] bytes, containers nested at most [`MAX_DEPTH`] deep when built, and tensors of
 //! rank at most [`MAX_RANK`]. Every length is checked against the remaining input before any
@@ -29,6 +32,9 @@ use std::collections::HashMap;
 /// Largest `data.pkl` accepted (64 MiB). Tensor bytes live outside the pickle; a Vim-B full
 /// training checkpoint's pickle is well under 1 MiB.
 pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+/// Most bytes all values together may take (32 MiB): each value's inline size plus its string
+/// bytes and container slots. A Vim-B training checkpoint's pickle needs about 2 MiB.
+pub const MAX_VALUE_BYTES: usize = 32 << 20;
 /// Most values (arena entries) one pickle may create.
 pub const MAX_OBJECTS: usize = 1 << 22;
 /// Deepest value stack.
@@ -208,6 +214,7 @@ pub fn parse(data: &[u8]) -> Result<Pickle, PickleError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        value_bytes: 0,
     };
     let root = vm.run()?;
     Ok(Pickle {
@@ -225,6 +232,28 @@ struct Vm<'a> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
+    /// Bytes charged against [`MAX_VALUE_BYTES`] so far.
+    value_bytes: usize,
+}
+
+/// Heap bytes a value owns besides its inline size.
+fn heap_bytes(obj: &Obj) -> usize {
+    let id = std::mem::size_of::<Id>();
+    match obj {
+        Obj::Str(s) => s.len(),
+        Obj::Tuple(v) | Obj::List(v) => v.len() * id,
+        Obj::Dict(v) => v.len() * 2 * id,
+        Obj::Global { module, name } => module.len() + name.len(),
+        Obj::Storage { kind, key, .. } => kind.len() + key.len(),
+        Obj::Tensor(t) => {
+            t.storage_kind.len()
+                + t.storage_key.len()
+                + t.dtype.as_ref().map_or(0, String::len)
+                + 8 * (t.size.len() + t.stride.len())
+        }
+        Obj::Instance { class, .. } => class.len(),
+        Obj::None | Obj::Bool(_) | Obj::Int(_) | Obj::BigInt | Obj::Float(_) | Obj::Bytes(_) => 0,
+    }
 }
 
 type R<T> = Result<T, PickleError>;
@@ -300,10 +329,24 @@ impl Vm<'_> {
 
     // ---- arena and stack -----------------------------------------------------------------
 
+    /// Charges `n` bytes against [`MAX_VALUE_BYTES`].
+    fn charge(&mut self, n: usize) -> R<()> {
+        match self.value_bytes.checked_add(n) {
+            Some(total) if total <= MAX_VALUE_BYTES => {
+                self.value_bytes = total;
+                Ok(())
+            }
+            _ => self.err(format!(
+                "values would take more than {MAX_VALUE_BYTES} bytes of memory"
+            )),
+        }
+    }
+
     fn alloc(&mut self, obj: Obj, depth: u16) -> R<Id> {
         if self.objs.len() >= MAX_OBJECTS {
             return self.err(format!("more than {MAX_OBJECTS} objects"));
         }
+        self.charge(std::mem::size_of::<Obj>() + 2 + heap_bytes(&obj))?;
         if depth > MAX_DEPTH {
             return self.err(format!("containers nested deeper than {MAX_DEPTH} levels"));
         }
@@ -374,6 +417,9 @@ impl Vm<'_> {
             return self.err(format!("containers nested deeper than {MAX_DEPTH} levels"));
         }
         self.depth[target] = d;
+        if matches!(self.objs[target], Obj::List(_) | Obj::Dict(_)) {
+            self.charge(items.len() * std::mem::size_of::<Id>())?;
+        }
         match &mut self.objs[target] {
             Obj::List(v) => v.extend(items),
             Obj::Dict(v) => {

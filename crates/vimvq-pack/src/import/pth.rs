@@ -3,8 +3,10 @@
 //! Layout: a zip (entries stored, 64-byte aligned) holding `<archive>/data.pkl`, the pickled
 //! object, and `<archive>/data/<key>`, the raw little-endian bytes of each storage, plus small
 //! text entries (`byteorder`, `version`, ...). The pickle is read by the restricted reader in
-//! [`super::pickle`]; only the storages of the selected state dict are read, and each one is
-//! checked against the sizes the pickle claims before anything is allocated for it.
+//! [`super::pickle`]; only the storages of the selected state dict are read. Every view is
+//! checked against its storage's declared size, and the total against [`MAX_TOTAL_ELEMS`],
+//! before any storage is read; a storage entry smaller than declared is refused before reading,
+//! and only the bytes the views reach are read (so a compressed entry is inflated no further).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -16,6 +18,10 @@ use super::{Checkpoint, HostTensor, ImportError, MAX_TENSORS, MAX_TENSOR_ELEMS, 
 
 /// Largest storage entry read (8 GiB); larger ones are refused before reading.
 pub const MAX_STORAGE_BYTES: u64 = 8 << 30;
+/// Most elements of a view that repeats stored elements (a stride of 0, as `expand` makes, or
+/// overlapping rows): 2^22, 16 MiB of f32. Such a view can be far larger than the bytes the file
+/// supplies; no Vim tensor is stored that way.
+pub const MAX_REPEATED_VIEW_ELEMS: u64 = 1 << 22;
 
 type Archive = zip::ZipArchive<BufReader<File>>;
 
@@ -93,7 +99,7 @@ fn read_entry(ar: &mut Archive, path: &Path, name: &str, cap: u64) -> Result<Vec
         return Err(ImportError::TooLarge {
             path: path.to_path_buf(),
             what: format!("zip entry {name}"),
-            size,
+            size: size.into(),
             limit: cap,
         });
     }
@@ -182,13 +188,8 @@ pub fn load(path: &Path, file: File, key: Option<&str>) -> Result<Checkpoint, Im
             ),
         ));
     }
-    let mut reader = StorageReader {
-        ar: &mut ar,
-        path,
-        prefix: &prefix,
-        cache: HashMap::new(),
-    };
-    let mut tensors = BTreeMap::new();
+    // Every view is checked, and the total size of the result known, before any storage is read.
+    let mut views = Vec::with_capacity(entries.len());
     let mut total: u64 = 0;
     for &(k, v) in entries {
         let Some(name) = pk.as_str(k) else {
@@ -209,16 +210,27 @@ pub fn load(path: &Path, file: File, key: Option<&str>) -> Result<Checkpoint, Im
                 ))
             }
         };
-        let host = reader.materialize(name, t)?;
-        total += host.data.len() as u64;
+        let view = View::check(path, name, t)?;
+        total += view.numel;
         if total > MAX_TOTAL_ELEMS {
             return Err(ImportError::TooLarge {
                 path: path.to_path_buf(),
                 what: "total tensor elements".into(),
-                size: total,
+                size: total.into(),
                 limit: MAX_TOTAL_ELEMS,
             });
         }
+        views.push((name, t, view));
+    }
+    let mut reader = StorageReader {
+        ar: &mut ar,
+        path,
+        prefix: &prefix,
+        cache: HashMap::new(),
+    };
+    let mut tensors = BTreeMap::new();
+    for (name, t, view) in views {
+        let host = reader.materialize(name, t, &view)?;
         tensors.insert(name.to_owned(), host);
     }
     Ok(Checkpoint { tensors, meta })
@@ -382,6 +394,103 @@ fn numbers(pk: &Pickle, id: Id) -> Option<String> {
     }
 }
 
+/// A view checked against its storage's declared size: element type, element count, and the
+/// storage elements it reaches.
+struct View {
+    elem: Elem,
+    numel: u64,
+    /// Bytes of the storage the view reads: `(last element touched + 1) · element size`.
+    need_bytes: u64,
+    /// The storage's size as the pickle declares it, in bytes.
+    storage_bytes: u64,
+}
+
+impl View {
+    fn check(path: &Path, name: &str, t: &TensorRef) -> Result<View, ImportError> {
+        let err = |msg: String| ImportError::Storage {
+            path: path.to_path_buf(),
+            tensor: name.to_owned(),
+            msg,
+        };
+        let dtype = t.dtype.as_deref().unwrap_or(&t.storage_kind);
+        let elem = match &t.dtype {
+            Some(d) => Elem::from_dtype(d),
+            None => Elem::from_storage(&t.storage_kind),
+        }
+        .ok_or_else(|| ImportError::Dtype {
+            path: path.to_path_buf(),
+            tensor: name.to_owned(),
+            dtype: dtype.to_owned(),
+        })?;
+        let unit = storage_elem_bytes(&t.storage_kind)
+            .ok_or_else(|| err(format!("unknown storage type {}", t.storage_kind)))?;
+        let storage_bytes = t
+            .storage_numel
+            .checked_mul(unit)
+            .filter(|b| *b <= MAX_STORAGE_BYTES)
+            .ok_or_else(|| {
+                err(format!(
+                    "storage claims {} elements of {unit} bytes, over the limit of {MAX_STORAGE_BYTES} bytes",
+                    t.storage_numel
+                ))
+            })?;
+        let storage_elems = storage_bytes / elem.bytes();
+
+        let numel = t
+            .size
+            .iter()
+            .fold(1u128, |a, &s| a.saturating_mul(s as u128));
+        if numel > MAX_TENSOR_ELEMS as u128 {
+            return Err(ImportError::TooLarge {
+                path: path.to_path_buf(),
+                what: format!("tensor '{name}' of shape {:?}", t.size),
+                size: numel,
+                limit: MAX_TENSOR_ELEMS,
+            });
+        }
+        let numel = numel as u64;
+        if numel == 0 {
+            return Ok(View {
+                elem,
+                numel,
+                need_bytes: 0,
+                storage_bytes,
+            });
+        }
+        // last element touched: offset + Σ (size_i − 1)·stride_i
+        let mut last = Some(t.offset);
+        for (&s, &st) in t.size.iter().zip(&t.stride) {
+            last = last.and_then(|l| (s - 1).checked_mul(st).and_then(|x| x.checked_add(l)));
+        }
+        let last = match last {
+            Some(l) if l < storage_elems => l,
+            _ => {
+                return Err(err(format!(
+                    "view (offset {}, size {:?}, stride {:?}) reaches past the storage's {storage_elems} elements",
+                    t.offset, t.size, t.stride
+                )))
+            }
+        };
+        // A view with more elements than the storage range it reads repeats elements (a stride
+        // of 0, or overlapping rows): memory would grow beyond what the file supplies.
+        let span = last + 1 - t.offset;
+        if numel > span && numel > MAX_REPEATED_VIEW_ELEMS {
+            return Err(err(format!(
+                "view (size {:?}, stride {:?}) repeats {span} stored elements as {numel}; \
+                 views that expand storage are accepted up to {MAX_REPEATED_VIEW_ELEMS} elements",
+                t.size, t.stride
+            )));
+        }
+        Ok(View {
+            elem,
+            numel,
+            need_bytes: (last + 1) * elem.bytes(),
+            storage_bytes,
+        })
+    }
+}
+
+/// Storage prefixes read so far, by key.
 struct StorageReader<'a> {
     ar: &'a mut Archive,
     path: &'a Path,
@@ -390,104 +499,80 @@ struct StorageReader<'a> {
 }
 
 impl StorageReader<'_> {
-    fn err(&self, tensor: &str, msg: impl Into<String>) -> ImportError {
-        ImportError::Storage {
-            path: self.path.to_path_buf(),
-            tensor: tensor.to_owned(),
-            msg: msg.into(),
+    /// The first `view.need_bytes` bytes of the view's storage. The entry's size is checked
+    /// against the storage size the pickle declares before reading, and only the bytes the
+    /// view reaches are read (a compressed entry is inflated no further). Two tensors may share
+    /// a storage; a later one that reaches further re-reads the entry.
+    fn storage(&mut self, name: &str, key: &str, view: &View) -> Result<&[u8], ImportError> {
+        let cached = self.cache.get(key).map_or(0, Vec::len) as u64;
+        if cached < view.need_bytes {
+            let entry = format!("{}data/{key}", self.prefix);
+            let path = self.path;
+            let e = match self.ar.by_name(&entry) {
+                Ok(e) => e,
+                Err(zip::result::ZipError::FileNotFound) => {
+                    return Err(ImportError::Storage {
+                        path: path.to_path_buf(),
+                        tensor: name.to_owned(),
+                        msg: format!("storage entry {entry} is missing from the archive"),
+                    })
+                }
+                Err(e) => return Err(zip_err(path, format!("{entry}: {e}"))),
+            };
+            let size = e.size();
+            if size < view.storage_bytes {
+                return Err(ImportError::Storage {
+                    path: path.to_path_buf(),
+                    tensor: name.to_owned(),
+                    msg: format!(
+                        "storage {entry} holds {size} bytes, the pickle says {}",
+                        view.storage_bytes
+                    ),
+                });
+            }
+            // Reading a whole entry to its end (one byte past its size) makes the zip reader
+            // check its CRC; a prefix is read as is.
+            let take = if view.need_bytes == size {
+                size + 1
+            } else {
+                view.need_bytes
+            };
+            let mut buf = Vec::new();
+            let got = e
+                .take(take)
+                .read_to_end(&mut buf)
+                .map_err(|err| zip_err(path, format!("{entry}: {err}")))?;
+            if got as u64 != view.need_bytes {
+                return Err(zip_err(
+                    path,
+                    format!(
+                        "{entry}: holds {got} bytes, its header says {size} and tensor '{name}' needs {}",
+                        view.need_bytes
+                    ),
+                ));
+            }
+            self.cache.insert(key.to_owned(), buf);
         }
+        Ok(self.cache.get(key).map_or(&[], Vec::as_slice))
     }
 
-    /// Validates the view against the storage and gathers it into a dense f32 tensor.
-    fn materialize(&mut self, name: &str, t: &TensorRef) -> Result<HostTensor, ImportError> {
-        let elem = match &t.dtype {
-            Some(d) => Elem::from_dtype(d).ok_or_else(|| ImportError::Dtype {
-                path: self.path.to_path_buf(),
-                tensor: name.to_owned(),
-                dtype: d.clone(),
-            })?,
-            None => Elem::from_storage(&t.storage_kind).ok_or_else(|| ImportError::Dtype {
-                path: self.path.to_path_buf(),
-                tensor: name.to_owned(),
-                dtype: t.storage_kind.clone(),
-            })?,
-        };
-        let unit = storage_elem_bytes(&t.storage_kind)
-            .ok_or_else(|| self.err(name, format!("unknown storage type {}", t.storage_kind)))?;
-        let storage_bytes = t
-            .storage_numel
-            .checked_mul(unit)
-            .filter(|b| *b <= MAX_STORAGE_BYTES)
-            .ok_or_else(|| {
-                self.err(
-                    name,
-                    format!(
-                        "storage claims {} elements, over the limit",
-                        t.storage_numel
-                    ),
-                )
-            })?;
-        let storage_elems = storage_bytes / elem.bytes();
-
-        let mut numel: u64 = 1;
-        for &s in &t.size {
-            numel = numel
-                .checked_mul(s)
-                .filter(|n| *n <= MAX_TENSOR_ELEMS)
-                .ok_or_else(|| ImportError::TooLarge {
-                    path: self.path.to_path_buf(),
-                    what: format!("tensor '{name}' of shape {:?}", t.size),
-                    size: u64::MAX,
-                    limit: MAX_TENSOR_ELEMS,
-                })?;
-        }
+    /// Gathers a checked view into a dense f32 tensor.
+    fn materialize(
+        &mut self,
+        name: &str,
+        t: &TensorRef,
+        view: &View,
+    ) -> Result<HostTensor, ImportError> {
         let shape: Vec<usize> = t.size.iter().map(|&s| s as usize).collect();
-        if numel == 0 {
+        if view.numel == 0 {
             return Ok(HostTensor {
                 shape,
                 data: Vec::new(),
             });
         }
-        // last element touched: offset + Σ (size_i − 1)·stride_i
-        let mut last = Some(t.offset);
-        for (&s, &st) in t.size.iter().zip(&t.stride) {
-            last = last.and_then(|l| (s - 1).checked_mul(st).and_then(|x| x.checked_add(l)));
-        }
-        match last {
-            Some(l) if l < storage_elems => {}
-            _ => {
-                return Err(self.err(
-                    name,
-                    format!(
-                        "view (offset {}, size {:?}, stride {:?}) reaches past the storage's {storage_elems} elements",
-                        t.offset, t.size, t.stride
-                    ),
-                ))
-            }
-        }
-
-        let entry = format!("{}data/{}", self.prefix, t.storage_key);
-        if !self.cache.contains_key(&t.storage_key) {
-            if self.ar.index_for_name(&entry).is_none() {
-                return Err(self.err(
-                    name,
-                    format!("storage entry {entry} is missing from the archive"),
-                ));
-            }
-            let bytes = read_entry(self.ar, self.path, &entry, MAX_STORAGE_BYTES)?;
-            if (bytes.len() as u64) < storage_bytes {
-                return Err(self.err(
-                    name,
-                    format!(
-                        "storage {entry} holds {} bytes, the pickle says {storage_bytes}",
-                        bytes.len()
-                    ),
-                ));
-            }
-            self.cache.insert(t.storage_key.clone(), bytes);
-        }
-        let bytes = &self.cache[&t.storage_key];
-        let n = numel as usize;
+        let elem = view.elem;
+        let bytes = self.storage(name, &t.storage_key, view)?;
+        let n = view.numel as usize;
         let mut data = Vec::with_capacity(n);
         let contiguous = {
             let mut expect = 1u64;

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use super::{Checkpoint, HostTensor, ImportError, MAX_TENSORS, MAX_TENSOR_ELEMS};
 
@@ -23,13 +23,34 @@ fn st_err(path: &Path, msg: impl std::fmt::Display) -> ImportError {
     }
 }
 
+/// The `safetensors` crate's error as a sentence (its `Debug` form, e.g. `InvalidOffset("b")`,
+/// means little to a user).
+fn explain(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor '{name}': its data_offsets do not start where the previous tensor ends, \
+             or run past the end of the file"
+        ),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's data_offsets do not span its shape times its element size".into()
+        }
+        SafeTensorError::ValidationOverflow => {
+            "a tensor's shape times its element size overflows".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensors do not cover the data section exactly (truncated or padded file?)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Loads a safetensors file of `len` bytes.
 pub fn load(path: &Path, mut file: File, len: u64) -> Result<Checkpoint, ImportError> {
     if len > MAX_FILE_BYTES {
         return Err(ImportError::TooLarge {
             path: path.to_path_buf(),
             what: "safetensors file".into(),
-            size: len,
+            size: len.into(),
             limit: MAX_FILE_BYTES,
         });
     }
@@ -57,8 +78,8 @@ pub fn load(path: &Path, mut file: File, len: u64) -> Result<Checkpoint, ImportE
         return Err(st_err(path, "file changed while reading"));
     }
 
-    let (_, md) = SafeTensors::read_metadata(&buf).map_err(|e| st_err(path, format!("{e:?}")))?;
-    let st = SafeTensors::deserialize(&buf).map_err(|e| st_err(path, format!("{e:?}")))?;
+    let (_, md) = SafeTensors::read_metadata(&buf).map_err(|e| st_err(path, explain(&e)))?;
+    let st = SafeTensors::deserialize(&buf).map_err(|e| st_err(path, explain(&e)))?;
     if st.len() > MAX_TENSORS {
         return Err(st_err(
             path,
@@ -74,12 +95,14 @@ pub fn load(path: &Path, mut file: File, len: u64) -> Result<Checkpoint, ImportE
     let mut tensors = BTreeMap::new();
     for (name, view) in st.iter() {
         let shape = view.shape().to_vec();
-        let numel = shape.iter().try_fold(1u64, |a, &s| a.checked_mul(s as u64));
-        if numel.is_none_or(|n| n > MAX_TENSOR_ELEMS) {
+        let numel = shape
+            .iter()
+            .fold(1u128, |a, &s| a.saturating_mul(s as u128));
+        if numel > MAX_TENSOR_ELEMS as u128 {
             return Err(ImportError::TooLarge {
                 path: path.to_path_buf(),
                 what: format!("tensor '{name}' of shape {shape:?}"),
-                size: numel.unwrap_or(u64::MAX),
+                size: numel,
                 limit: MAX_TENSOR_ELEMS,
             });
         }
