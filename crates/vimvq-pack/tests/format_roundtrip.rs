@@ -5,8 +5,6 @@
 //! crate's constants), so the documentation is tested too; so is the CRC, with an independent
 //! bitwise CRC-32.
 
-use std::path::{Path, PathBuf};
-
 use vimvq_rt::format::{
     to_bytes, AlignedBytes, FormatError, PackedModel, PackedTensor, RangeKind, Role, TensorData,
     TensorProblem, WriteError,

@@ -351,8 +351,8 @@ pub fn f10_escape_labels() -> Vec<u8> {
 /// far larger than the file: D = 1, depth 1, patch = stride = 1, `img × img` inputs (L = img² + 1
 /// positions), E = `d_inner` channels; every weight 0.01.
 pub fn huge_dims_vimvq(img: usize, d_inner: usize) -> Vec<u8> {
-    use vimvq_rt::format::{to_bytes, PackedModel, PackedTensor, TensorData};
     use vimvq_rt::format::Role;
+    use vimvq_rt::format::{to_bytes, PackedModel, PackedTensor, TensorData};
     let config = vimvq_rt::VimConfig {
         embed_dim: 1,
         depth: 1,
