@@ -13,8 +13,9 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+use super::error::ImportError;
 use super::pickle::{self, Id, Obj, Pickle, TensorRef};
-use super::{Checkpoint, HostTensor, ImportError, MAX_TENSORS, MAX_TENSOR_ELEMS, MAX_TOTAL_ELEMS};
+use super::tensor::{Checkpoint, HostTensor, MAX_TENSORS, MAX_TENSOR_ELEMS, MAX_TOTAL_ELEMS};
 
 /// Largest storage entry read (8 GiB); larger ones are refused before reading.
 pub const MAX_STORAGE_BYTES: u64 = 8 << 30;

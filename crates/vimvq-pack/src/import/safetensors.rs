@@ -9,7 +9,8 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use super::{Checkpoint, HostTensor, ImportError, MAX_TENSORS, MAX_TENSOR_ELEMS};
+use super::error::ImportError;
+use super::tensor::{Checkpoint, HostTensor, MAX_TENSORS, MAX_TENSOR_ELEMS};
 
 /// Largest safetensors file read (16 GiB; it is read into memory whole).
 pub const MAX_FILE_BYTES: u64 = 16 << 30;

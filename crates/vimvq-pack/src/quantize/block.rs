@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use vimvq_rt::format::Role;
 
+use super::error::QuantError;
 use super::forward::mixer_batch;
-use super::{ProgressEvent, QuantError, BIAS_ROLES, QUANT_ROLES};
+use super::progress::ProgressEvent;
+use super::roles::{BIAS_ROLES, QUANT_ROLES};
 use crate::calib::{backward, forward, rel_mse, BlockParams, Cache};
 use crate::vq::rng::SplitMix64;
 use crate::vq::{FccoTrainer, RmsProp, Variant, VqConfig, VqLayer};

@@ -40,308 +40,35 @@
 //! on the split, and all reductions run in a fixed order.
 
 mod block;
+mod error;
 mod forward;
+mod options;
+mod progress;
 mod report;
+mod roles;
 
-use std::str::FromStr;
 use std::time::Instant;
 
 use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::VimConfig;
 
-use crate::calib::{rel_mse, BlockParams, CalibError};
+use crate::calib::{rel_mse, BlockParams};
 use crate::vq::{
-    bits_to_kd, quantize_layer, rtn, HessianAccumulator, LayerObjective, Method, Variant, VqConfig,
-    VqError, VqLayer,
+    quantize_layer, rtn, HessianAccumulator, LayerObjective, Method, Variant, VqLayer,
 };
 
+pub use self::error::QuantError;
+pub use self::options::{Objective, QuantMethod, QuantOptions};
+pub use self::progress::ProgressEvent;
+pub use self::roles::QUANT_ROLES;
 pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
 
 use self::block::{role_shape, set, BlockData, TrainSettings};
 use self::forward::{embed_image, mixer_batch, mixer_batch_taps, parallel_for, rmsnorm_rows};
-
-/// The six linear layers quantized in every block, in calibration order.
-pub const QUANT_ROLES: [Role; 6] = [
-    Role::InProj,
-    Role::XProj,
-    Role::XProjBack,
-    Role::DtProjW,
-    Role::DtProjWBack,
-    Role::OutProj,
-];
-
-/// Δ projections and their biases (the biases the block objective trains).
-pub(crate) const BIAS_ROLES: [(Role, Role); 2] = [
-    (Role::DtProjW, Role::DtProjB),
-    (Role::DtProjWBack, Role::DtProjBBack),
-];
+use self::roles::BIAS_ROLES;
 
 /// Images per chunk of the f32 target / Hessian pass (bounds its memory).
 const TAP_CHUNK: usize = 32;
-
-/// Quantization method (`--method`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QuantMethod {
-    /// ViM-VQ: FCCO with hull update and IVQ (the default).
-    VimVq,
-    /// Per-row uniform scalar round-to-nearest at the nominal bit width.
-    Rtn,
-    /// k-means codebook + nearest assignment, no calibration ("basic VQ").
-    KMeans,
-    /// VQ4DiT: fixed hull of 2, no replacement, argmax at the end; same objective and budget.
-    Vq4dit,
-    /// GPTVQ-style Hessian-weighted assignment with error feedback, then codebook fine-tuning.
-    Gptvq,
-}
-
-impl QuantMethod {
-    /// Every method, as the results table lists them.
-    pub const ALL: [QuantMethod; 5] = [
-        QuantMethod::VimVq,
-        QuantMethod::Rtn,
-        QuantMethod::KMeans,
-        QuantMethod::Vq4dit,
-        QuantMethod::Gptvq,
-    ];
-
-    /// The CLI spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantMethod::VimVq => "vimvq",
-            QuantMethod::Rtn => "rtn",
-            QuantMethod::KMeans => "kmeans",
-            QuantMethod::Vq4dit => "vq4dit",
-            QuantMethod::Gptvq => "gptvq",
-        }
-    }
-}
-
-impl FromStr for QuantMethod {
-    type Err = QuantError;
-
-    /// Parses [`QuantMethod::name`] (case-insensitive).
-    fn from_str(s: &str) -> Result<Self, QuantError> {
-        let l = s.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == l)
-            .ok_or_else(|| QuantError::Options(format!("unknown method {s:?}")))
-    }
-}
-
-/// Reconstruction objective (`--objective`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Objective {
-    /// Block outputs (the paper's setting; default).
-    Block,
-    /// Per-layer Hessian-weighted output error (fast mode).
-    Layer,
-}
-
-impl Objective {
-    /// The CLI spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Objective::Block => "block",
-            Objective::Layer => "layer",
-        }
-    }
-}
-
-/// Everything [`quantize`] can be told: every setting of docs/QUANTIZATION.md §Options and
-/// defaults has its field here or in [`VqConfig`], with that default.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QuantOptions {
-    /// Method. Default [`QuantMethod::VimVq`].
-    pub method: QuantMethod,
-    /// Objective of `vimvq` / `vq4dit`. Default [`Objective::Block`].
-    pub objective: Objective,
-    /// k, d, hull, steps, learning rates, λ_r, τ, T_h, schedule, seed, threads.
-    pub vq: VqConfig,
-    /// Calibration images per optimiser step of the block objective. Default 8.
-    pub batch: usize,
-    /// Hull update ("adaptive replacement"); `false` = `--no-hull-update`. Default true.
-    pub hull_update: bool,
-    /// Incremental confirmation (threshold τ and schedule floor); `false` = `--no-ivq`: every
-    /// sub-vector stays soft until one-shot argmax hardening after the last step. Default true.
-    pub ivq: bool,
-    /// Bits of the `rtn` baseline. Default 2.
-    pub rtn_bits: u32,
-    /// Store VQ codebooks as f16 (`--codebook f16`): each layer's codebook is rounded when the
-    /// layer is final, before the next block calibrates on it. Default false (f32).
-    pub codebook_f16: bool,
-}
-
-impl Default for QuantOptions {
-    fn default() -> Self {
-        Self {
-            method: QuantMethod::VimVq,
-            objective: Objective::Block,
-            vq: VqConfig::default(),
-            batch: 8,
-            hull_update: true,
-            ivq: true,
-            rtn_bits: 2,
-            codebook_f16: false,
-        }
-    }
-}
-
-impl QuantOptions {
-    /// Defaults with `(k, d)` and the RTN bit width of a nominal bit width (3, 2 or 1).
-    pub fn with_bits(bits: u32) -> Result<Self, QuantError> {
-        let (k, d) = bits_to_kd(bits)
-            .ok_or_else(|| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
-        Ok(Self {
-            vq: VqConfig {
-                k,
-                d,
-                ..VqConfig::default()
-            },
-            rtn_bits: bits,
-            ..Self::default()
-        })
-    }
-
-    /// The FCCO settings actually used: `--no-hull-update` sets `hull_every = 0`; `--no-ivq`
-    /// sets τ = 1 (never reached) and the schedule floors to 0.
-    pub fn effective_vq(&self) -> VqConfig {
-        let mut c = self.vq.clone();
-        if !self.hull_update {
-            c.hull_every = 0;
-        }
-        if !self.ivq {
-            c.confirm_threshold = 1.0;
-            c.schedule_floor = [0.0; 4];
-        }
-        c
-    }
-
-    /// The objective that actually runs for this method (`None` for `kmeans` and `rtn`, which
-    /// use no calibration; `gptvq` is always layer-wise).
-    pub fn effective_objective(&self) -> Option<Objective> {
-        match self.method {
-            QuantMethod::Rtn | QuantMethod::KMeans => None,
-            QuantMethod::Gptvq => Some(Objective::Layer),
-            QuantMethod::VimVq | QuantMethod::Vq4dit => Some(self.objective),
-        }
-    }
-
-    /// Checks every value's range.
-    pub fn validate(&self) -> Result<(), QuantError> {
-        self.effective_vq().validate().map_err(QuantError::Vq)?;
-        if self.batch == 0 {
-            return Err(QuantError::Options("--batch must be at least 1".into()));
-        }
-        if self.method == QuantMethod::Rtn && !(1..=16).contains(&self.rtn_bits) {
-            return Err(QuantError::Options(format!(
-                "rtn bits {} out of range 1..=16",
-                self.rtn_bits
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Progress of [`quantize`], for progress bars.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProgressEvent {
-    /// A unit of work starts: a block (block objective) or a layer.
-    Start {
-        /// `block 2` or a tensor name.
-        unit: String,
-        /// 0-based index of the unit.
-        index: usize,
-        /// Number of units.
-        count: usize,
-        /// Optimiser steps the unit will take (0 for one-shot methods).
-        steps: usize,
-    },
-    /// One optimiser step of the current unit is done.
-    Step {
-        /// Steps done.
-        step: usize,
-        /// Step budget.
-        steps: usize,
-        /// Minibatch reconstruction loss before the step.
-        loss: f64,
-        /// Confirmed fraction of the unit's sub-vectors after the step.
-        confirmed: f64,
-    },
-    /// The current unit is done.
-    Done {
-        /// As in `Start`.
-        unit: String,
-        /// Final hard loss (block: relative block MSE on all calibration images; layer: its
-        /// relative output error).
-        loss: f64,
-    },
-}
-
-/// Why quantization failed. Messages are one line.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum QuantError {
-    /// Invalid options.
-    #[error("{0}")]
-    Options(String),
-    /// Invalid quantizer settings.
-    #[error("{0}")]
-    Vq(VqError),
-    /// No calibration images.
-    #[error("no calibration images")]
-    NoCalibration,
-    /// A calibration image of the wrong size or with non-finite values.
-    #[error("calibration image {index}: {msg}")]
-    BadImage {
-        /// Position in the calibration list.
-        index: usize,
-        /// Details.
-        msg: String,
-    },
-    /// The input model is not a complete all-f32 model.
-    #[error("input model: {0}")]
-    Model(String),
-    /// A mixer could not be assembled.
-    #[error("block {block}: {source}")]
-    Block {
-        /// Block index.
-        block: usize,
-        /// Cause.
-        source: CalibError,
-    },
-    /// A layer could not be quantized.
-    #[error("layers.{block}.{name}: {source}")]
-    Layer {
-        /// Block index.
-        block: usize,
-        /// Torch name of the layer within the block.
-        name: &'static str,
-        /// Cause.
-        source: VqError,
-    },
-    /// The block objective produced a non-finite loss.
-    #[error("block {block}: the calibration loss became non-finite at step {step}; lower the learning rates")]
-    Diverged {
-        /// Block index.
-        block: usize,
-        /// Step.
-        step: usize,
-    },
-    /// A bug.
-    #[error("internal error: {0}")]
-    Internal(&'static str),
-}
-
-impl QuantError {
-    fn layer(block: usize, role: Role, source: VqError) -> Self {
-        QuantError::Layer {
-            block,
-            name: role.torch_name(),
-            source,
-        }
-    }
-}
 
 /// Looks up f32 tensors of the input model.
 struct Tensors<'a> {

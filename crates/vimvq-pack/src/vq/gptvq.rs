@@ -14,7 +14,7 @@
 //! as ViM-VQ's codebook). f64 throughout the elimination.
 
 use super::fcco::Fcco;
-use super::layer_objective::LayerObjective;
+use super::layer_loss::LayerObjective;
 use super::search::nearest;
 use super::{VqConfig, VqError, VqLayer};
 

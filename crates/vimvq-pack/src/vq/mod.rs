@@ -13,7 +13,8 @@
 //! * [`ivq`]: incremental confirmation and its schedule floor.
 //! * [`train`]: [`train::FccoTrainer`], one optimiser step of FCCO + IVQ given `dL/dŴ`, shared by
 //!   the layer and block objectives.
-//! * [`layer_objective`]: the Hessian-weighted per-layer loss and its complete optimiser loop.
+//! * [`layer_loss`]: the Hessian-weighted per-layer loss.
+//! * [`layer_objective`]: its complete optimiser loop.
 //! * [`rtn`], [`vq4dit`], [`gptvq`]: baselines.
 //!
 //! Determinism: every result depends only on the inputs and [`VqConfig::seed`]; thread counts
@@ -26,6 +27,7 @@ pub mod fcco;
 pub mod gptvq;
 pub mod ivq;
 pub mod kmeans;
+pub mod layer_loss;
 pub mod layer_objective;
 pub mod rng;
 pub mod rtn;
@@ -35,9 +37,8 @@ pub mod vq4dit;
 
 pub use fcco::{Fcco, RmsProp};
 pub use kmeans::{kmeans, KMeans, KMeansConfig};
-pub use layer_objective::{
-    quantize_layer, HessianAccumulator, LayerObjective, LayerReport, Method,
-};
+pub use layer_loss::{HessianAccumulator, LayerObjective};
+pub use layer_objective::{quantize_layer, LayerReport, Method};
 pub use rtn::{rtn, Rtn};
 pub use train::{FccoTrainer, StepReport, Variant};
 
