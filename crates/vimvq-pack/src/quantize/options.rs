@@ -74,8 +74,8 @@ impl Objective {
     }
 }
 
-/// Everything [`quantize`](super::quantize) can be told: every setting of docs/QUANTIZATION.md §Options and
-/// defaults has its field here or in [`VqConfig`], with that default.
+/// Everything [`quantize`](super::quantize) can be told: every setting of docs/QUANTIZATION.md
+/// §Options and defaults has its field here or in [`VqConfig`], with that default.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantOptions {
     /// Method. Default [`QuantMethod::VimVq`].

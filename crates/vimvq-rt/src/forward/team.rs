@@ -26,9 +26,21 @@ use core::marker::PhantomData;
 use core::ops::Range;
 use core::ptr::NonNull;
 
-use super::*;
-use crate::kernels::dispatch::selective_scan_channels_f32;
+use super::embed::{embed_rows, patch_embed_rows};
+use super::options::InferOptions;
+use super::profile::{mark, Op, OpTimer};
+use super::scratch::Scratch;
+use super::weights::{DirWeights, LayerWeights};
+use crate::config::VimConfig;
+use crate::kernels::dispatch::{
+    add_rmsnorm_f32, conv1d_silu_f32, linear_f32, rmsnorm_f32, selective_scan_channels_f32,
+    silu_inplace_f32,
+};
 use crate::kernels::generic::NR;
+use crate::kernels::scalar::neg_exp_f32;
+use crate::kernels::{Direction, MatMut, MatRef};
+use crate::model::Model;
+use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// What a worker does at the end of a step: wait for the others (several threads), or nothing
 /// (one worker).
@@ -148,7 +160,7 @@ pub(super) struct Team<'t, 'm, 's> {
 impl<'t, 'm, 's> Team<'t, 'm, 's> {
     /// A team of `n` workers lent the activations of `s`; also returns worker 0's private
     /// buffers (the other workers bring their own). The tensors must have been checked
-    /// ([`check_tensors`]).
+    /// ([`check_tensors`](super::check_tensors)).
     pub(super) fn new(
         n: usize,
         barrier: &'t dyn Barrier,

@@ -1,44 +1,14 @@
-//! Multi-threaded inference ([`infer_threaded`]): one image, `n` scoped worker threads that run
-//! the layer loop of [`super::team`] in lock-step, with a spinning barrier between steps. No
-//! allocation after the threads start, no thread pool, no rayon. With one thread no thread is
-//! started and no barrier is used; either way every output value is computed by the same code,
-//! so the logits are bit-identical for any thread count.
+//! Multi-threaded inference ([`infer_threaded`](super::infer_threaded)): one image, `n` scoped
+//! worker threads that run the layer loop of [`super::team`] in lock-step, with a spinning
+//! barrier between steps. No allocation after the threads start, no thread pool, no rayon. With
+//! one thread no thread is started and no barrier is used; either way every output value is
+//! computed by the same code, so the logits are bit-identical for any thread count.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::profile::OpTimer;
+use super::scratch::{buffer_lens, Line, Scratch, BUF_A, BUF_H, BUF_IM2COL, BUF_PANEL};
 use super::team::{Barrier, Job, Own, Team};
-use super::*;
-
-/// [`infer_with`] on `threads` threads (the calling one included): same logits, bit for bit.
-/// `scratch` holds at least [`VimConfig::scratch_bytes_threaded`]`(threads)` bytes. `threads`
-/// of 0 or 1 runs [`infer_with`] on the calling thread. Spawns `threads − 1` scoped threads per
-/// call (the only allocations, by the standard library's thread start); the layers run without
-/// any.
-pub fn infer_threaded(
-    model: &Model<'_>,
-    input: &[f32],
-    logits: &mut [f32],
-    scratch: &mut [u8],
-    opts: &InferOptions,
-    threads: usize,
-) -> Result<(), InferError> {
-    infer_impl(model, input, logits, scratch, opts, threads, None)
-}
-
-/// [`infer_threaded`] that reports each step to `timer` like [`infer_profiled`]: the calling
-/// thread reports a step once every worker has finished it, so the times are wall-clock
-/// times of the parallel steps.
-pub fn infer_threaded_profiled(
-    model: &Model<'_>,
-    input: &[f32],
-    logits: &mut [f32],
-    scratch: &mut [u8],
-    opts: &InferOptions,
-    threads: usize,
-    timer: &mut dyn OpTimer,
-) -> Result<(), InferError> {
-    infer_impl(model, input, logits, scratch, opts, threads, Some(timer))
-}
 
 /// Runs the team of `threads ≥ 2` workers: worker 0 on the calling thread with the buffers of
 /// `s`, the others on scoped threads with private buffers carved from `extra` (the scratch
