@@ -318,7 +318,10 @@ fn preprocess_file(path: &Path, model: &PackedModel, scratch: &mut Vec<u8>) -> R
         img.height,
     )
     .map_err(what)?;
-    let bytes = fp.scratch_bytes().ok_or(ContextError::TooLarge).map_err(what)?;
+    let bytes = fp
+        .scratch_bytes()
+        .ok_or(ContextError::TooLarge)
+        .map_err(what)?;
     if scratch.len() < bytes {
         *scratch = super::alloc_scratch(bytes)?;
     }

@@ -23,6 +23,7 @@
 
 use core::fmt;
 
+use crate::forward::Features;
 use crate::frame::{self, FrameError, FrameFormat};
 use crate::model::Model;
 use crate::preprocess::{ImageRef, PixelFormat, Plan, PreprocessError};
@@ -229,7 +230,12 @@ impl FramePlan {
 
     /// Preprocesses one `frame` into the normalised tensor `out` ([`VimConfig::input_len`]
     /// values), using `scratch` (at least [`FramePlan::scratch_bytes`] bytes, any alignment).
-    pub fn run(&self, frame: &[u8], out: &mut [f32], scratch: &mut [u8]) -> Result<(), ContextError> {
+    pub fn run(
+        &self,
+        frame: &[u8],
+        out: &mut [f32],
+        scratch: &mut [u8],
+    ) -> Result<(), ContextError> {
         let needed = self.scratch_bytes().ok_or(ContextError::TooLarge)?;
         if scratch.len() < needed {
             return Err(ContextError::ScratchTooSmall {
@@ -391,16 +397,37 @@ impl<'m, 's> Context<'m, 's> {
     /// to [`Context::logits`], the best `min(top.len(), num_classes)` classes to `top`
     /// ([`top_k`]'s order). Returns the number of `top` entries written.
     pub fn classify(&mut self, frame: &[u8], top: &mut [Top]) -> Result<usize, ContextError> {
+        self.classify_features(frame, top, Features::default())
+    }
+
+    /// [`Context::classify`] that also writes the [`Features`] asked for (the pooled vector of
+    /// `D` values, the `L·D` token states) into the caller's buffers; same logits and top-k.
+    pub fn classify_features(
+        &mut self,
+        frame: &[u8],
+        top: &mut [Top],
+        features: Features<'_>,
+    ) -> Result<usize, ContextError> {
         let fp = self.frame.as_ref().ok_or(ContextError::NotAFrameContext)?;
         fp.run_in(frame, self.tensor, self.rgb, self.pre)?;
-        self.forward(None)?;
+        self.forward(None, features)?;
         Ok(top_k(self.logits, top))
     }
 
     /// Classifies one already-normalised CHW tensor ([`VimConfig::input_len`] values) like
     /// [`Context::classify`].
     pub fn classify_tensor(&mut self, x: &[f32], top: &mut [Top]) -> Result<usize, ContextError> {
-        self.forward(Some(x))?;
+        self.classify_tensor_features(x, top, Features::default())
+    }
+
+    /// [`Context::classify_tensor`] with [`Features`] like [`Context::classify_features`].
+    pub fn classify_tensor_features(
+        &mut self,
+        x: &[f32],
+        top: &mut [Top],
+        features: Features<'_>,
+    ) -> Result<usize, ContextError> {
+        self.forward(Some(x), features)?;
         Ok(top_k(self.logits, top))
     }
 
@@ -410,20 +437,16 @@ impl<'m, 's> Context<'m, 's> {
     }
 
     /// The network on `x`, or on the preprocessed frame in `self.tensor`.
-    fn forward(&mut self, x: Option<&[f32]>) -> Result<(), ContextError> {
+    fn forward(&mut self, x: Option<&[f32]>, features: Features<'_>) -> Result<(), ContextError> {
         let input = x.unwrap_or(self.tensor);
-        let opts = forward::InferOptions::default();
-        #[cfg(feature = "std")]
-        forward::infer_threaded(
+        forward::infer_features(
             &self.model,
             input,
             self.logits,
+            features,
             self.infer,
-            &opts,
             self.threads,
         )?;
-        #[cfg(not(feature = "std"))]
-        forward::infer_with(&self.model, input, self.logits, self.infer, &opts)?;
         Ok(())
     }
 }

@@ -155,7 +155,11 @@ fn context_classify_allocates_nothing() {
                 let e = ctx.classify(&frame[1..], &mut top).is_err();
                 Ok::<_, ContextError>((a, b, e, ctx.logits().iter().all(|v| v.is_finite())))
             });
-            assert_eq!((allocs, frees), (0, 0), "{name} {format:?}: context allocated");
+            assert_eq!(
+                (allocs, frees),
+                (0, 0),
+                "{name} {format:?}: context allocated"
+            );
             let n = c.num_classes.min(3);
             assert_eq!(r.unwrap(), (n, n, true, true), "{name} {format:?}");
         }

@@ -170,7 +170,15 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
             panel: &mut *s.panel,
             im2col: &mut *s.im2col,
         };
-        (Team { n, barrier, job, sh }, own)
+        (
+            Team {
+                n,
+                barrier,
+                job,
+                sh,
+            },
+            own,
+        )
     }
 
     /// Waits until every worker has finished the current step; the worker holding the timer
@@ -184,7 +192,10 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
     /// reports each step.
     pub(super) fn work(&self, w: usize, mut own: Own<'_>, timer: &mut Option<&mut dyn OpTimer>) {
         let Job {
-            model, c, opts, input,
+            model,
+            c,
+            opts,
+            input,
         } = self.job;
         {
             let patches = piece(c.num_patches(), self.n, w, 1);
@@ -193,15 +204,7 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
             // in this step.
             let mut hidden = unsafe { self.sh.hidden.write(rows, 0..c.embed_dim, c.embed_dim) };
             // Cannot fail: the tensors were checked before the team started.
-            let _ = patch_embed_rows(
-                model,
-                c,
-                input,
-                patches,
-                &mut hidden,
-                own.im2col,
-                own.panel,
-            );
+            let _ = patch_embed_rows(model, c, input, patches, &mut hidden, own.im2col, own.panel);
         }
         self.step_done(timer, Op::PatchEmbed);
         for i in 0..c.depth {

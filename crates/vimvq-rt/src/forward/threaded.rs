@@ -100,7 +100,6 @@ impl SpinBarrier {
             poisoned: AtomicBool::new(false),
         }
     }
-
 }
 
 impl Barrier for SpinBarrier {
