@@ -126,7 +126,8 @@ pub fn print_error(e: &anyhow::Error) {
     let _ = writeln!(err, "error: {msg}");
 }
 
-fn one_line(s: &str) -> String {
+/// `s` with its line breaks folded into spaces (an error chain as one line).
+pub fn one_line(s: &str) -> String {
     s.split(['\n', '\r'])
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -151,6 +152,12 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {}
     }
+    let _ = writeln!(std::io::stderr().lock(), "error: {} (see --help)", usage_message(&e));
+    ExitCode::from(2)
+}
+
+/// A usage error as one line: clap's explanation without its usage block.
+pub fn usage_message(e: &clap::Error) -> String {
     let text = e.to_string();
     let mut parts = Vec::new();
     for line in text.lines() {
@@ -167,12 +174,12 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
             );
         }
     }
-    let mut msg = parts.join(" ");
+    let msg = parts.join(" ");
     if msg.is_empty() {
-        msg = "invalid command line".into();
+        "invalid command line".into()
+    } else {
+        msg
     }
-    let _ = writeln!(std::io::stderr().lock(), "error: {msg} (see --help)");
-    ExitCode::from(2)
 }
 
 /// `path: reason` for an I/O error, with "no such file" for the common case.
