@@ -152,7 +152,11 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {}
     }
-    let _ = writeln!(std::io::stderr().lock(), "error: {} (see --help)", usage_message(&e));
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: {} (see --help)",
+        usage_message(&e)
+    );
     ExitCode::from(2)
 }
 

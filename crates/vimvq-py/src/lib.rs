@@ -275,8 +275,8 @@ impl Model {
             bits += t.bytes as f64 * 8.0;
             weights += t.numel() as f64;
         }
-        let scratch = Context::scratch_bytes(model, Input::Tensor, self.threads)
-            .map_err(value_error)?;
+        let scratch =
+            Context::scratch_bytes(model, Input::Tensor, self.threads).map_err(value_error)?;
         let d = PyDict::new(py);
         d.set_item("config", config)?;
         d.set_item("bits", if weights > 0.0 { bits / weights } else { 0.0 })?;
@@ -341,9 +341,8 @@ fn pack(
     let mut args = vec!["pack".to_owned(), path_arg(&checkpoint)?, "-o".into()];
     args.extend([path_arg(&output)?, "--calib".into(), path_arg(&calib)?]);
     args.extend(["--method".into(), method.to_owned()]);
-    let explicit_kd = options.is_some_and(|o| {
-        o.contains("k").unwrap_or(false) || o.contains("d").unwrap_or(false)
-    });
+    let explicit_kd = options
+        .is_some_and(|o| o.contains("k").unwrap_or(false) || o.contains("d").unwrap_or(false));
     if !explicit_kd {
         args.extend(["--bits".into(), bits.to_string()]);
     }
