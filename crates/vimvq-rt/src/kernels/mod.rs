@@ -123,7 +123,6 @@ impl<'a> MatMut<'a> {
     /// # Safety
     /// For the lifetime `'a`, the elements `ptr[i·stride + j]` (`i < rows`, `j < cols`) must be
     /// valid for reads and writes and accessed through this view only.
-    #[cfg(feature = "std")]
     pub(crate) unsafe fn from_raw(
         ptr: NonNull<f32>,
         rows: usize,
