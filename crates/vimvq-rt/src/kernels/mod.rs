@@ -11,6 +11,7 @@
 pub mod scalar;
 
 pub mod dispatch;
+pub mod scan;
 pub(crate) mod generic;
 
 #[cfg(target_arch = "x86_64")]
