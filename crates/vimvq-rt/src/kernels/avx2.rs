@@ -27,7 +27,7 @@ impl Simd for Avx2 {
     const LANES: usize = 8;
     const NRV: usize = 2;
     /// 8 states in 8 of the 16 registers; the other 8 hold the step's temporaries.
-    const SCAN_TILE: usize = 4;
+    const SCAN_TILE: usize = 8;
     type V = __m256;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
@@ -114,27 +114,6 @@ impl Simd for Avx2 {
             let s = _mm_max_ss(s, _mm_movehdup_ps(s));
             _mm_cvtss_f32(s)
         }
-    }
-    #[inline(always)]
-    unsafe fn frexp(x: __m256) -> (__m256, __m256) {
-        // SAFETY: AVX2 is enabled by the caller.
-        unsafe {
-            let b = _mm256_castps_si256(x);
-            let e = _mm256_sub_epi32(
-                _mm256_and_si256(_mm256_srli_epi32::<23>(b), _mm256_set1_epi32(0xff)),
-                _mm256_set1_epi32(126),
-            );
-            let m = _mm256_or_si256(
-                _mm256_and_si256(b, _mm256_set1_epi32(0x807f_ffff_u32 as i32)),
-                _mm256_set1_epi32(0x3f00_0000),
-            );
-            (_mm256_castsi256_ps(m), _mm256_cvtepi32_ps(e))
-        }
-    }
-    #[inline(always)]
-    unsafe fn select_lt(a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
-        // SAFETY: AVX is enabled by the caller.
-        unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
     }
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {

@@ -64,10 +64,6 @@ pub(crate) trait Simd: Copy {
     unsafe fn add_shl23(p: Self::V, t: Self::V) -> Self::V;
     /// Largest lane (a NaN lane may or may not be ignored).
     unsafe fn hmax(v: Self::V) -> f32;
-    /// For positive normal `x`: `(m, e)` with `x = m·2ᵉ`, `m ∈ [0.5, 1)`, `e` as f32.
-    unsafe fn frexp(x: Self::V) -> (Self::V, Self::V);
-    /// Lane-wise `if a < b { x } else { y }`.
-    unsafe fn select_lt(a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
     /// Sum of the lanes.
     unsafe fn hsum(v: Self::V) -> f32;
 

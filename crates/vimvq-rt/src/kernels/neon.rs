@@ -112,32 +112,6 @@ impl Simd for Neon {
         unsafe { vmaxvq_f32(v) }
     }
     #[inline(always)]
-    unsafe fn frexp(x: float32x4_t) -> (float32x4_t, float32x4_t) {
-        // SAFETY: NEON is baseline on aarch64.
-        unsafe {
-            let b = vreinterpretq_u32_f32(x);
-            let e = vsubq_s32(
-                vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32::<23>(b), vdupq_n_u32(0xff))),
-                vdupq_n_s32(126),
-            );
-            let m = vorrq_u32(
-                vandq_u32(b, vdupq_n_u32(0x807f_ffff)),
-                vdupq_n_u32(0x3f00_0000),
-            );
-            (vreinterpretq_f32_u32(m), vcvtq_f32_s32(e))
-        }
-    }
-    #[inline(always)]
-    unsafe fn select_lt(
-        a: float32x4_t,
-        b: float32x4_t,
-        x: float32x4_t,
-        y: float32x4_t,
-    ) -> float32x4_t {
-        // SAFETY: NEON is baseline on aarch64.
-        unsafe { vbslq_f32(vcltq_f32(a, b), x, y) }
-    }
-    #[inline(always)]
     unsafe fn hsum(v: float32x4_t) -> f32 {
         // SAFETY: NEON is baseline on aarch64.
         unsafe { vaddvq_f32(v) }

@@ -170,15 +170,22 @@ unsafe fn tile<S: Simd, const TS: usize, const CLAMP: bool>(
             let b = c.bc[j].add(bc0);
             // Two partial sums of y: one chain of TS FMAs would be the step's critical path.
             let mut ys = [S::zero(); 2];
-            for (k, hk) in h.iter_mut().enumerate() {
-                let mut x = S::mul(d, S::load(a2.add(k * lanes)));
-                if CLAMP {
-                    x = S::max(S::min(x, S::splat(ARG_MAX)), S::splat(-ARG_MAX));
-                }
-                reload_barrier();
-                *hk = S::fma(exp2_v::<S>(x, kc), *hk, S::mul(dx, S::splat(*b.add(k))));
-                ys[k % 2] = S::fma(*hk, S::splat(*b.add(n + k)), ys[k % 2]);
+            // Unrolled by hand (LLVM keeps a loop over `k` rolled and `h` in memory).
+            macro_rules! state {
+                ($($k:literal)*) => {$(
+                    if $k < TS {
+                        let mut x = S::mul(d, S::load(a2.add($k * lanes)));
+                        if CLAMP {
+                            x = S::max(S::min(x, S::splat(ARG_MAX)), S::splat(-ARG_MAX));
+                        }
+                        reload_barrier();
+                        let e = exp2_v::<S>(x, kc);
+                        h[$k] = S::fma(e, h[$k], S::mul(dx, S::splat(*b.add($k))));
+                        ys[$k % 2] = S::fma(h[$k], S::splat(*b.add(n + $k)), ys[$k % 2]);
+                    }
+                )*};
             }
+            state!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             let yp = c.y.as_mut_ptr().add(j * lanes);
             S::store(yp, S::add(S::load(yp), S::add(ys[0], ys[1])));
         }
