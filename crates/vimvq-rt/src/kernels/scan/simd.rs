@@ -101,6 +101,9 @@ const Q: [f32; 9] = [
     0.005_232_695,
 ];
 
+/// `log₂e − f32(log₂e)`.
+const LOG2_E_LO: f32 = 1.925_963e-8;
+
 /// `softplus(x) = max(x, 0) + log1p(exp(−|x|))`, with `exp(−|x|)` by [`exp2_v`] (argument
 /// clamped at `−125`) and `log1p` by [`Q`]: max relative error 5e-7 against f64 for
 /// `x ≥ −80` (unit test `scan_softplus_is_accurate`); `x > 20` gives `x` as the oracle's
@@ -110,11 +113,13 @@ pub(crate) unsafe fn softplus_v<S: Simd>(x: S::V, k: *const S::V) -> S::V {
     // SAFETY (whole fn): arithmetic primitives only; see `exp2_v`.
     unsafe {
         let ax = S::max(x, S::sub(S::zero(), x));
-        let arg = S::max(
-            S::mul(ax, S::splat(-core::f32::consts::LOG2_E)),
-            S::splat(-ARG_MAX),
-        );
-        let z = exp2_v::<S>(arg, k);
+        // −|x|·log₂e = hi + lo: `lo` is the rounding error of the product (exact by FMA) plus
+        // the part of log₂e below f32; 2^lo = 1 + lo·ln 2 (|lo| < 1e-5).
+        let nl = S::splat(-core::f32::consts::LOG2_E);
+        let hi = S::mul(ax, nl);
+        let lo = S::fma(ax, S::splat(-LOG2_E_LO), S::fma(ax, nl, S::sub(S::zero(), hi)));
+        let z = exp2_v::<S>(S::max(hi, S::splat(-ARG_MAX)), k);
+        let z = S::fma(z, S::mul(lo, S::splat(core::f32::consts::LN_2)), z);
         let mut q = S::splat(Q[8]);
         for c in Q[..8].iter().rev() {
             q = S::fma(q, z, S::splat(*c));
