@@ -16,8 +16,8 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
-use super::{Direction, MatMut, MatRef, VqMatrix};
 use super::scan::{simd as scan_simd, ScanInputs, ScanPlan, ScanWeights};
+use super::{Direction, MatMut, MatRef, VqMatrix};
 
 /// The AVX2 + FMA primitive set (8 f32 lanes).
 #[derive(Clone, Copy)]

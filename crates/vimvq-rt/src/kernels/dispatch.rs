@@ -12,8 +12,8 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use super::{scalar, Direction, MatMut, MatRef, VqMatrix};
 use super::scan::{ScanInputs, ScanPlan, ScanWeights};
+use super::{scalar, Direction, MatMut, MatRef, VqMatrix};
 
 /// Instruction-set level of a kernel table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -851,4 +851,3 @@ pub(crate) unsafe fn store_part<S: Simd>(v: S::V, dst: &mut [f32]) {
     let m = dst.len();
     dst.copy_from_slice(&t[..m]);
 }
-

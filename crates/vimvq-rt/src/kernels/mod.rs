@@ -11,8 +11,8 @@
 pub mod scalar;
 
 pub mod dispatch;
-pub mod scan;
 pub(crate) mod generic;
+pub mod scan;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;

@@ -17,8 +17,8 @@ use core::arch::aarch64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
-use super::{Direction, MatMut, MatRef, VqMatrix};
 use super::scan::{simd as scan_simd, ScanInputs, ScanPlan, ScanWeights};
+use super::{Direction, MatMut, MatRef, VqMatrix};
 
 /// The NEON primitive set (4 f32 lanes, 4 vectors per 16-row panel).
 #[derive(Clone, Copy)]

@@ -117,7 +117,11 @@ pub(crate) unsafe fn softplus_v<S: Simd>(x: S::V, k: *const S::V) -> S::V {
         // the part of log₂e below f32; 2^lo = 1 + lo·ln 2 (|lo| < 1e-5).
         let nl = S::splat(-core::f32::consts::LOG2_E);
         let hi = S::mul(ax, nl);
-        let lo = S::fma(ax, S::splat(-LOG2_E_LO), S::fma(ax, nl, S::sub(S::zero(), hi)));
+        let lo = S::fma(
+            ax,
+            S::splat(-LOG2_E_LO),
+            S::fma(ax, nl, S::sub(S::zero(), hi)),
+        );
         let z = exp2_v::<S>(S::max(hi, S::splat(-ARG_MAX)), k);
         let z = S::fma(z, S::mul(lo, S::splat(core::f32::consts::LN_2)), z);
         let mut q = S::splat(Q[8]);
