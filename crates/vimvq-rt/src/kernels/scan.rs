@@ -1,6 +1,7 @@
 //! The selective scan of one direction of a bimamba-v2 mixer (docs/RUNTIME.md "Scan"): its
-//! operand types and plan. The scalar oracle is [`super::scalar::selective_scan_f32`] (re-exported
-//! here), the vector body is [`simd`]. Token-major and flip-free: the backward direction runs `t = L−1 … 0` over the original token order.
+//! operand types and plan. The scalar oracle is [`super::scalar::selective_scan_f32`]
+//! (re-exported here), the vector body is `kernels/scan/simd.rs`. Token-major and flip-free: the
+//! backward direction runs `t = L−1 … 0` over the original token order.
 //!
 //! For every step `t` and channel `e` (with `Δ` already projected by `dt_proj`, bias not added):
 //! ```text
