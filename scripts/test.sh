@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "system packages"
-pkgs=(dataset-fashion-mnist python3-skimage ffmpeg valgrind gcc gcc-aarch64-linux-gnu
+pkgs=(dataset-fashion-mnist python3-skimage python3-venv ffmpeg valgrind gcc gcc-aarch64-linux-gnu
       libc6-dev-arm64-cross qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -48,6 +48,9 @@ bash cross/test-aarch64.sh --lib --test simd_conformance --test kernels --test f
 
 step "aarch64 CLI under qemu"
 bash scripts/cross-cli.sh
+
+step "Python package"
+bash scripts/python.sh
 
 step "fuzzing (bounded)"
 bash scripts/fuzz.sh

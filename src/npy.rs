@@ -103,3 +103,41 @@ pub fn read_batch(path: &Path, channels: usize, side: usize) -> Result<Batch> {
     }
     Ok(Batch { data })
 }
+
+/// Writes `data` as a little-endian float32 `.npy` array of `shape` (C order). The bytes go to a
+/// temporary file next to `path`, which is renamed over it once complete: `path` is never left
+/// half-written.
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let comma = if shape.len() == 1 { "," } else { "" };
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}{comma}), }}",
+        dims.join(", ")
+    );
+    // Magic (6) + version (2) + length (2) + header + '\n', padded to 64 bytes.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::io_error::io_error(path, &e));
+    }
+    Ok(())
+}

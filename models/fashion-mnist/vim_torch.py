@@ -379,6 +379,10 @@ class VisionMamba(nn.Module):
         return {'pos_embed', 'cls_token'}
 
     def forward_features(self, x):
+        return self.forward_tokens(x)[:, self.cls_pos, :]
+
+    def forward_tokens(self, x):
+        """Every token's final hidden state after norm_f, (B, L, D); the cls token at cls_pos."""
         x = self.patch_embed(x)
         B = x.shape[0]
         pos = self.cls_pos
@@ -388,8 +392,7 @@ class VisionMamba(nn.Module):
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
         residual = residual + self.drop_path(hidden)
-        feats = rms_norm(residual, self.norm_f.weight, self.eps)
-        return feats[:, pos, :]
+        return rms_norm(residual, self.norm_f.weight, self.eps)
 
     def forward(self, x):
         return self.head(self.forward_features(x))

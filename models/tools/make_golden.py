@@ -13,6 +13,7 @@ Outputs (tests/golden/):
   vimti_logits_torch.npy (2,1000) f32, vimti_logits_f64.npy (2,1000) f64
   preprocess/<name>.npy (3,224,224) f32, preprocess/<name>_gray28.npy (1,28,28) f32,
   preprocess/manifest.json
+  and the features goldens of make_features_golden.py
 """
 import hashlib
 import json
@@ -36,6 +37,7 @@ FM = os.path.join(ROOT, 'models', 'fashion-mnist')
 OUT = os.path.join(ROOT, 'tests', 'golden')
 sys.path.insert(0, TOOLS)
 sys.path.insert(0, FM)
+import make_features_golden                 # noqa: E402
 import vim_numpy_ref as ref                  # noqa: E402
 import fmnist_data as fd                     # noqa: E402
 from vim_torch import VisionMamba, vim_fmnist   # noqa: E402
@@ -239,6 +241,7 @@ def main():
     fmodel = fmnist_goldens()
     vimti, _ = vimti_goldens()
     preprocess_goldens(vimti, fmodel)
+    make_features_golden.main()
     tot = 0
     for dp, _, fs in os.walk(OUT):
         for f in sorted(fs):

@@ -195,7 +195,8 @@ fn available_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-fn one_line(s: &str) -> String {
+/// `s` with its line breaks folded into spaces (an error chain as one line).
+pub fn one_line(s: &str) -> String {
     s.split(['\n', '\r'])
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -220,6 +221,16 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {}
     }
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: {} (see --help)",
+        usage_message(&e)
+    );
+    ExitCode::from(2)
+}
+
+/// A usage error as one line: clap's explanation without its usage block.
+pub fn usage_message(e: &clap::Error) -> String {
     let text = e.to_string();
     let mut parts = Vec::new();
     for line in text.lines() {
@@ -236,12 +247,12 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
             );
         }
     }
-    let mut msg = parts.join(" ");
+    let msg = parts.join(" ");
     if msg.is_empty() {
-        msg = "invalid command line".into();
+        "invalid command line".into()
+    } else {
+        msg
     }
-    let _ = writeln!(std::io::stderr().lock(), "error: {msg} (see --help)");
-    ExitCode::from(2)
 }
 
 /// Opens a `.vimvq` file with the memory-mapping, 64-byte-aligned loader.

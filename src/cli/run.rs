@@ -36,6 +36,14 @@ pub struct RunArgs {
     /// Print JSON (fields in docs/CLI.md) instead of text
     #[arg(long)]
     pub json: bool,
+    /// Also write every input's pooled feature vector (what the head reads) to this float32
+    /// .npy file, shape (N, D)
+    #[arg(long, value_name = "OUT.npy")]
+    pub features: Option<PathBuf>,
+    /// Also write every input's token states after the final norm to this float32 .npy file,
+    /// shape (N, L, D)
+    #[arg(long, value_name = "OUT.npy")]
+    pub tokens: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -65,10 +73,16 @@ pub fn run(a: RunArgs) -> Result<()> {
     let k = usize::try_from(a.topk)
         .unwrap_or(usize::MAX)
         .min(c.num_classes);
-    let mut clf = Classifier::new(model, a.threads, k)?;
+    let mut clf = Classifier::new(model, a.threads, k)?
+        .with_features(a.features.is_some(), a.tokens.is_some());
 
     let mut outputs: Vec<Output> = Vec::new();
+    let (mut pooled, mut tokens) = (Vec::new(), Vec::new());
+    let mut n = 0;
     let mut emit = |name: String, r: Classified<'_>| {
+        pooled.extend_from_slice(r.pooled);
+        tokens.extend_from_slice(r.tokens);
+        n += 1;
         if a.json {
             let top = r
                 .top
@@ -97,6 +111,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         for p in &a.images {
             emit(p.display().to_string(), clf.classify_image(p)?)?;
         }
+    }
+    let (l, d) = (c.seq_len(), c.embed_dim);
+    if let Some(p) = &a.features {
+        crate::npy::write_f32(p, &[n, d], &pooled)?;
+    }
+    if let Some(p) = &a.tokens {
+        crate::npy::write_f32(p, &[n, l, d], &tokens)?;
     }
     if a.json {
         print_line(&serde_json::to_string(&Report { outputs })?)?;

@@ -4,7 +4,8 @@
 //! * Input: back-to-back frames of exactly `frame_len(format, W, H)` bytes (see
 //!   `vimvq_rt::frame`), e.g. `ffmpeg … -f rawvideo -pix_fmt rgb24 -` or
 //!   `rpicam-vid --codec yuv420 -o -`.
-//! * Output, per frame: `{"frame": i, "top": [{"class", "label", "prob"}…], "latency_ms": x}`,
+//! * Output, per frame: `{"frame": i, "top": [{"class", "label", "prob"}…], "latency_ms": x}`
+//!   (with `--features`, a `"features"` array of D numbers before `latency_ms`),
 //!   flushed line by line. `latency_ms` covers conversion, preprocessing and inference (not the
 //!   wait for the frame's bytes).
 //! * Memory is constant: every buffer (frame, the inference context's scratch, output line,
@@ -23,6 +24,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
 use vimvq_rt::context::{Context, ContextError, Input, Top};
+use vimvq_rt::forward::Features;
 use vimvq_rt::frame::FrameFormat;
 
 use super::{alloc_scratch, open_model, output_labels, parse_model, threads_parser};
@@ -106,6 +108,10 @@ pub struct StreamArgs {
     /// Threads per inference (layers split across them; results are identical for any count)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_parser())]
     pub threads: usize,
+    /// Add each frame's pooled feature vector (D values, what the head reads) to its JSON line
+    /// as "features"
+    #[arg(long)]
+    pub features: bool,
 }
 
 /// Log-spaced latency histogram (1 % wide buckets from 1 µs): constant memory, percentiles
@@ -203,7 +209,8 @@ pub fn run(a: StreamArgs) -> Result<()> {
     let frame_bytes = ctx.frame_bytes();
     let mut frame_buf = alloc_scratch(frame_bytes, "frame buffer")?;
     let mut top = vec![Top::default(); k];
-    let mut line = String::with_capacity(64 + k * 96);
+    let mut pooled = vec![0.0f32; if a.features { c.embed_dim } else { 0 }];
+    let mut line = String::with_capacity(64 + k * 96 + pooled.len() * 16);
     let mut hist = Histogram::new();
     // Labels as JSON values, escaped once.
     let label_json: Vec<String> = (0..c.num_classes)
@@ -231,7 +238,11 @@ pub fn run(a: StreamArgs) -> Result<()> {
             break;
         }
         let t0 = Instant::now();
-        ctx.classify(&frame_buf, &mut top)
+        let features = Features {
+            pooled: a.features.then_some(&mut pooled[..]),
+            tokens: None,
+        };
+        ctx.classify_features(&frame_buf, &mut top, features)
             .map_err(|e| anyhow!("frame {frames}: {e}"))?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         hist.add(ms);
@@ -251,7 +262,18 @@ pub fn run(a: StreamArgs) -> Result<()> {
             push_json_f32(&mut line, t.prob);
             line.push('}');
         }
-        let _ = writeln!(line, "],\"latency_ms\":{ms:.3}}}");
+        line.push(']');
+        if a.features {
+            line.push_str(",\"features\":[");
+            for (j, &v) in pooled.iter().enumerate() {
+                if j > 0 {
+                    line.push(',');
+                }
+                push_json_f32(&mut line, v);
+            }
+            line.push(']');
+        }
+        let _ = writeln!(line, ",\"latency_ms\":{ms:.3}}}");
         frames += 1;
         match stdout
             .write_all(line.as_bytes())

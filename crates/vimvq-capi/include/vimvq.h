@@ -90,6 +90,17 @@ int vimvq_classify(const vimvq_model *model, const uint8_t *frame, size_t frame_
                    size_t scratch_len, float *logits, size_t logits_len, vimvq_top *top,
                    size_t k);
 
+/* Floats vimvq_features writes (the model's embedding width); 0 for a NULL handle. */
+size_t vimvq_feature_dim(const vimvq_model *model);
+/*
+ * Writes one frame's pooled feature vector (what the classifier head reads: embed_dim floats,
+ * the normalised class token) into features (features_len >= vimvq_feature_dim(model)). Same frame, size,
+ * format and scratch rules as vimvq_classify; logits = features . head^T + bias.
+ */
+int vimvq_features(const vimvq_model *model, const uint8_t *frame, size_t frame_len,
+                   uint32_t width, uint32_t height, int format, void *scratch,
+                   size_t scratch_len, float *features, size_t features_len);
+
 /* Static text for a status code. */
 const char *vimvq_strerror(int code);
 /* Detailed message of the last failed call on this thread ("" if none); valid until the next

@@ -19,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use vimvq_rt::context::{Context, ContextError, Input, Top};
 use vimvq_rt::format::{AlignedBytes, ModelFile};
+use vimvq_rt::forward::Features;
 use vimvq_rt::frame::{self, FrameFormat};
 use vimvq_rt::model::Model;
 
@@ -323,6 +324,22 @@ pub unsafe extern "C" fn vimvq_label(model: *const vimvq_model, index: u32) -> *
     p
 }
 
+/// Floats of the feature vector [`vimvq_features`] writes (the model's embedding width), or 0
+/// for a NULL handle.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn vimvq_feature_dim(model: *const vimvq_model) -> usize {
+    let mut dim = 0;
+    let _ = guard(|| {
+        // SAFETY: per the contract.
+        dim = unsafe { handle(model) }?.model.config().embed_dim;
+        Ok(())
+    });
+    dim
+}
+
 fn frame_format(f: c_int) -> Result<FrameFormat, Error> {
     match f {
         VIMVQ_FORMAT_RGB24 => Ok(FrameFormat::Rgb24),
@@ -463,6 +480,62 @@ pub unsafe extern "C" fn vimvq_classify(
             // SAFETY: non-NULL, at least `classes` writable floats (checked above).
             unsafe { std::ptr::copy_nonoverlapping(ctx.logits().as_ptr(), logits, classes) };
         }
+        Ok(())
+    })
+}
+
+/// Writes one frame's pooled feature vector (what the head reads: `embed_dim` floats, the
+/// normalised class token) into `features`; same inputs and rules as [`vimvq_classify`].
+///
+/// # Safety
+/// As [`vimvq_classify`]; `features` has `features_len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn vimvq_features(
+    model: *const vimvq_model,
+    frame: *const u8,
+    frame_len: usize,
+    width: u32,
+    height: u32,
+    format: c_int,
+    scratch: *mut c_void,
+    scratch_len: usize,
+    features: *mut f32,
+    features_len: usize,
+) -> vimvq_status {
+    guard(|| {
+        // SAFETY: per the contract.
+        let m = unsafe { handle(model) }?;
+        if frame.is_null() {
+            return Err(err(VIMVQ_E_NULL, "frame is NULL"));
+        }
+        if scratch.is_null() {
+            return Err(err(VIMVQ_E_NULL, "scratch is NULL"));
+        }
+        if features.is_null() {
+            return Err(err(VIMVQ_E_NULL, "features is NULL"));
+        }
+        let dim = m.model.config().embed_dim;
+        if features_len < dim {
+            return Err(err(
+                VIMVQ_E_BUFFER,
+                format!("features holds {features_len} floats, the model gives {dim}"),
+            ));
+        }
+        let input = frame_input(width, height, format)?;
+        // SAFETY: non-NULL, `frame_len` readable bytes per the contract.
+        let src = unsafe { std::slice::from_raw_parts(frame, frame_len) };
+        // SAFETY: non-NULL, `scratch_len` writable bytes, not overlapping `frame`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
+        // SAFETY: non-NULL, at least `dim` writable floats (checked above), not overlapping.
+        let out = unsafe { std::slice::from_raw_parts_mut(features, dim) };
+        let mut ctx =
+            Context::new(m.model, input, 1, bytes).map_err(|e| context_error(e, width, height))?;
+        let f = Features {
+            pooled: Some(out),
+            tokens: None,
+        };
+        ctx.classify_features(src, &mut [], f)
+            .map_err(|e| context_error(e, width, height))?;
         Ok(())
     })
 }

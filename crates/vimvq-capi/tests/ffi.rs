@@ -402,3 +402,79 @@ fn gray_frames_are_luma_images() {
         vimvq_close(m);
     }
 }
+
+#[test]
+fn features_match_the_runtime_and_the_head() {
+    let bytes = model_bytes();
+    let (w, h) = (37usize, 23usize);
+    let rgb = rgb_frame(w, h);
+    let logits = reference_logits(&bytes, &rgb, w, h);
+    let aligned = AlignedBytes::from_slice(&bytes);
+    let model = Model::parse(&aligned).unwrap();
+    let d = model.config().embed_dim;
+    // SAFETY (all calls below): arguments are NULL or valid for their stated lengths.
+    unsafe {
+        let mut m: *mut vimvq_model = ptr::null_mut();
+        assert_eq!(
+            vimvq_open_memory(bytes.as_ptr().cast(), bytes.len(), &mut m),
+            VIMVQ_OK
+        );
+        assert_eq!(vimvq_feature_dim(ptr::null()), 0);
+        assert_eq!(vimvq_feature_dim(m), d);
+        let n = vimvq_scratch_bytes(m, w as u32, h as u32, VIMVQ_FORMAT_RGB24);
+        let mut scratch = vec![0u8; n];
+        let mut features = vec![0f32; d + 1];
+        let call = |out: *mut f32, len: usize, scratch: &mut [u8]| {
+            vimvq_features(
+                m,
+                rgb.as_ptr(),
+                rgb.len(),
+                w as u32,
+                h as u32,
+                VIMVQ_FORMAT_RGB24,
+                scratch.as_mut_ptr().cast(),
+                scratch.len(),
+                out,
+                len,
+            )
+        };
+        let rc = call(features.as_mut_ptr(), features.len(), &mut scratch);
+        assert_eq!(rc, VIMVQ_OK, "{}", last_error());
+        assert_eq!(features[d], 0.0, "writes exactly embed_dim floats");
+        // logits = features · headᵀ + bias, to float rounding.
+        let wh = model.dense(vimvq_rt::format::Role::HeadWeight, 0).unwrap();
+        let b = model.dense(vimvq_rt::format::Role::HeadBias, 0).unwrap();
+        for (j, &l) in logits.iter().enumerate() {
+            let row = &wh[j * d..(j + 1) * d];
+            let exact: f64 = features[..d]
+                .iter()
+                .zip(row)
+                .map(|(f, w)| *f as f64 * *w as f64)
+                .sum::<f64>()
+                + b[j] as f64;
+            let size: f64 = features[..d]
+                .iter()
+                .zip(row)
+                .map(|(f, w)| (*f as f64 * *w as f64).abs())
+                .sum::<f64>()
+                + b[j].abs() as f64;
+            let bound = (d + 1) as f64 * f32::EPSILON as f64 * size;
+            assert!((l as f64 - exact).abs() <= bound, "class {j}");
+        }
+        assert_eq!(
+            call(ptr::null_mut(), d, &mut scratch),
+            VIMVQ_E_NULL,
+            "NULL features"
+        );
+        assert_eq!(last_error(), "features is NULL");
+        assert_eq!(
+            call(features.as_mut_ptr(), d - 1, &mut scratch),
+            VIMVQ_E_BUFFER
+        );
+        assert_eq!(
+            last_error(),
+            format!("features holds {} floats, the model gives {d}", d - 1)
+        );
+        vimvq_close(m);
+    }
+}

@@ -23,6 +23,7 @@
 
 use core::fmt;
 
+use crate::forward::Features;
 use crate::frame::{self, FrameError, FrameFormat};
 use crate::model::Model;
 use crate::preprocess::{ImageRef, PixelFormat, Plan, PreprocessError};
@@ -396,16 +397,37 @@ impl<'m, 's> Context<'m, 's> {
     /// to [`Context::logits`], the best `min(top.len(), num_classes)` classes to `top`
     /// ([`top_k`]'s order). Returns the number of `top` entries written.
     pub fn classify(&mut self, frame: &[u8], top: &mut [Top]) -> Result<usize, ContextError> {
+        self.classify_features(frame, top, Features::default())
+    }
+
+    /// [`Context::classify`] that also writes the [`Features`] asked for (the pooled vector of
+    /// `D` values, the `L·D` token states) into the caller's buffers; same logits and top-k.
+    pub fn classify_features(
+        &mut self,
+        frame: &[u8],
+        top: &mut [Top],
+        features: Features<'_>,
+    ) -> Result<usize, ContextError> {
         let fp = self.frame.as_ref().ok_or(ContextError::NotAFrameContext)?;
         fp.run_in(frame, self.tensor, self.rgb, self.pre)?;
-        self.forward(None)?;
+        self.forward(None, features)?;
         Ok(top_k(self.logits, top))
     }
 
     /// Classifies one already-normalised CHW tensor ([`VimConfig::input_len`] values) like
     /// [`Context::classify`].
     pub fn classify_tensor(&mut self, x: &[f32], top: &mut [Top]) -> Result<usize, ContextError> {
-        self.forward(Some(x))?;
+        self.classify_tensor_features(x, top, Features::default())
+    }
+
+    /// [`Context::classify_tensor`] with [`Features`] like [`Context::classify_features`].
+    pub fn classify_tensor_features(
+        &mut self,
+        x: &[f32],
+        top: &mut [Top],
+        features: Features<'_>,
+    ) -> Result<usize, ContextError> {
+        self.forward(Some(x), features)?;
         Ok(top_k(self.logits, top))
     }
 
@@ -414,27 +436,16 @@ impl<'m, 's> Context<'m, 's> {
         self.logits
     }
 
-    /// The pooled feature vector of the last classification (`D` values): the class token after
-    /// the final norm, which the head maps to the logits (`logits = features · headᵀ + bias`).
-    /// Meaningless before the first classification.
-    pub fn features(&self) -> &[f32] {
-        let c = self.model.config();
-        let (pos, d) = (c.cls_pos(), c.embed_dim);
-        forward::final_hidden(c, self.infer).map_or(&[], |h| &h[pos * d..(pos + 1) * d])
-    }
-
     /// The network on `x`, or on the preprocessed frame in `self.tensor`.
-    fn forward(&mut self, x: Option<&[f32]>) -> Result<(), ContextError> {
+    fn forward(&mut self, x: Option<&[f32]>, features: Features<'_>) -> Result<(), ContextError> {
         let input = x.unwrap_or(self.tensor);
-        let opts = forward::InferOptions::default();
-        forward::infer_impl(
+        forward::infer_features(
             &self.model,
             input,
             self.logits,
+            features,
             self.infer,
-            &opts,
             self.threads,
-            None,
         )?;
         Ok(())
     }

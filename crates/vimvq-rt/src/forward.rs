@@ -44,7 +44,7 @@ pub use profile::{Op, OpTimer};
 pub use scratch::PATCH_CHUNK;
 
 use profile::mark;
-use scratch::{buffer_lens, Line, Scratch};
+use scratch::Scratch;
 use team::{Alone, Job, Team};
 use weights::{dense, weight, LayerWeights};
 
@@ -128,9 +128,66 @@ pub(crate) fn infer_impl(
     threads: usize,
     mut timer: Option<&mut dyn OpTimer>,
 ) -> Result<(), InferError> {
+    infer_outputs(
+        model,
+        input,
+        logits,
+        Features::default(),
+        scratch,
+        opts,
+        threads,
+        &mut timer,
+    )
+}
+
+/// The network's outputs besides the logits, written by [`infer_features`] into the caller's
+/// buffers. Both are what the head reads: the final hidden states after `norm_f`.
+#[derive(Debug, Default)]
+pub struct Features<'o> {
+    /// `D` values: the pooled feature vector the head consumes — the normalised cls token,
+    /// what the reference model's `forward_features` returns.
+    pub pooled: Option<&'o mut [f32]>,
+    /// `L·D` values, token-major: every token's final hidden state after `norm_f`, the cls
+    /// token at [`VimConfig::cls_pos`]. Asking for them runs the last layer on every row.
+    pub tokens: Option<&'o mut [f32]>,
+}
+
+/// [`infer_threaded`] (or [`infer`] for `threads ≤ 1`) that also writes `features`; the logits
+/// are bit-identical, and the pooled features too whether or not the tokens are asked for.
+/// `logits = pooled · W_headᵀ + b_head`. `scratch` holds at least
+/// [`VimConfig::scratch_bytes_threaded`]`(threads)` bytes.
+pub fn infer_features(
+    model: &Model<'_>,
+    input: &[f32],
+    logits: &mut [f32],
+    features: Features<'_>,
+    scratch: &mut [u8],
+    threads: usize,
+) -> Result<(), InferError> {
+    let opts = InferOptions {
+        cls_only_last_layer: features.tokens.is_none(),
+    };
+    infer_outputs(
+        model, input, logits, features, scratch, &opts, threads, &mut None,
+    )
+}
+
+/// The forward pass behind every entry point; see [`infer_impl`].
+#[allow(clippy::too_many_arguments)]
+fn infer_outputs(
+    model: &Model<'_>,
+    input: &[f32],
+    logits: &mut [f32],
+    mut features: Features<'_>,
+    scratch: &mut [u8],
+    opts: &InferOptions,
+    threads: usize,
+    timer: &mut Option<&mut dyn OpTimer>,
+) -> Result<(), InferError> {
     let c = *model.config();
     let (needed, actual) = (c.scratch_bytes_threaded(threads), scratch.len());
     check_buffers(&c, input, logits, actual, needed)?;
+    check_features(&c, &features)?;
     check_tensors(model, &c)?;
     let too_small = InferError::ScratchTooSmall { needed, actual };
     let (main, extra) = scratch.split_at_mut(c.scratch_bytes());
@@ -143,14 +200,46 @@ pub(crate) fn infer_impl(
     };
     #[cfg(feature = "std")]
     if threads > 1 {
-        threaded::run(job, threads, &mut s, extra, &mut timer).ok_or(too_small)?;
-        return head(model, &c, opts, &mut s, logits, &mut timer);
+        threaded::run(job, threads, &mut s, extra, timer).ok_or(too_small)?;
+    } else {
+        let (team, own) = Team::new(1, &Alone, job, &mut s);
+        team.work(0, own, timer);
     }
     #[cfg(not(feature = "std"))]
-    let _ = extra;
-    let (team, own) = Team::new(1, &Alone, job, &mut s);
-    team.work(0, own, &mut timer);
-    head(model, &c, opts, &mut s, logits, &mut timer)
+    {
+        let _ = extra;
+        let (team, own) = Team::new(1, &Alone, job, &mut s);
+        team.work(0, own, timer);
+    }
+    head(model, &c, opts, &mut s, logits, timer)?;
+    let (d, pos) = (c.embed_dim, c.cls_pos());
+    if let Some(f) = features.pooled.as_deref_mut() {
+        f.copy_from_slice(&s.hidden[pos * d..(pos + 1) * d]);
+    }
+    if let Some(t) = features.tokens.as_deref_mut() {
+        t.copy_from_slice(&s.hidden[..c.seq_len() * d]);
+    }
+    Ok(())
+}
+
+/// Checks the [`Features`] buffers' lengths against the model.
+fn check_features(c: &VimConfig, f: &Features<'_>) -> Result<(), InferError> {
+    let want = [c.embed_dim, c.seq_len().saturating_mul(c.embed_dim)];
+    for (buf, expected) in [f.pooled.as_deref(), f.tokens.as_deref()]
+        .into_iter()
+        .zip(want)
+    {
+        match buf {
+            Some(b) if b.len() != expected => {
+                return Err(InferError::FeaturesLength {
+                    expected,
+                    actual: b.len(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Views every tensor the layer loop uses, so that the team (which cannot report errors
@@ -226,15 +315,4 @@ fn head(
     }
     mark(timer, Op::Head);
     Ok(())
-}
-
-/// The final hidden states `norm_f(residual + hidden)` that the last forward pass left in
-/// `scratch` (the bytes it ran in), `L × D` row-major. The cls row ([`VimConfig::cls_pos`]) is
-/// the pooled feature vector the head consumes; the other rows are final only when the pass ran
-/// with `cls_only_last_layer: false`.
-pub(crate) fn final_hidden<'s>(c: &VimConfig, scratch: &'s [u8]) -> Option<&'s [f32]> {
-    let (_, lines, _) = bytemuck::pod_align_to::<u8, Line>(scratch);
-    let floats: &[f32] = bytemuck::cast_slice(lines);
-    let start = buffer_lens(c)[0];
-    floats.get(start..start + c.seq_len() * c.embed_dim)
 }

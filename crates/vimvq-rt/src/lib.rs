@@ -20,6 +20,6 @@ pub mod frame;
 pub mod kernels;
 pub mod model;
 pub mod preprocess;
-pub mod scan;
+pub use kernels::scan;
 
 pub use config::{ConfigError, Interpolation, Preprocess, VimConfig};

@@ -7,7 +7,7 @@ mod fixtures;
 use proptest::prelude::*;
 use vimvq_rt::context::{top_k, Context, ContextError, FramePlan, Input, Top};
 use vimvq_rt::format::{AlignedBytes, Role};
-use vimvq_rt::forward::infer;
+use vimvq_rt::forward::{infer, Features};
 use vimvq_rt::frame::{self, FrameError, FrameFormat};
 use vimvq_rt::model::Model;
 use vimvq_rt::preprocess::{self, ImageRef, PixelFormat};
@@ -278,9 +278,13 @@ fn features_are_what_the_head_consumes() {
         for threads in [1, 2] {
             let mut scratch = vec![0u8; Context::scratch_bytes(&model, input, threads).unwrap()];
             let mut ctx = Context::new(model, input, threads, &mut scratch).unwrap();
-            ctx.classify(&data, &mut []).unwrap();
-            let f = ctx.features();
-            assert_eq!(f.len(), c.embed_dim);
+            let mut pooled = vec![0f32; c.embed_dim];
+            let features = Features {
+                pooled: Some(&mut pooled),
+                tokens: None,
+            };
+            ctx.classify_features(&data, &mut [], features).unwrap();
+            let f = &pooled[..];
             for (j, &l) in ctx.logits().iter().enumerate() {
                 let row = &w[j * c.embed_dim..(j + 1) * c.embed_dim];
                 let dot: f64 = row.iter().zip(f).map(|(&a, &x)| a as f64 * x as f64).sum();

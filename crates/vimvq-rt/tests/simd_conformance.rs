@@ -343,7 +343,8 @@ fn check_scan(kern: &Kernels, rng: &mut Rng) {
         (70, 17),
         (8, 12),
     ] {
-        for l in [1usize, 4, 13] {
+        // 70 tokens: two chunks of the vector scan.
+        for l in [1usize, 4, 13, 70] {
             let case = ScanCase::new(e, n, 2, l, rng);
             let plans = [
                 ScanPlan {

@@ -32,6 +32,13 @@ pub enum InferError {
     /// A tensor the schema guarantees could not be viewed (not reachable with a model from
     /// [`Model::parse`](crate::model::Model::parse)).
     MissingTensor(Role),
+    /// A [`Features`](super::Features) buffer does not hold `D` (pooled) or `L·D` (tokens) values.
+    FeaturesLength {
+        /// `D` or `L·D`.
+        expected: usize,
+        /// Given.
+        actual: usize,
+    },
 }
 
 impl fmt::Display for InferError {
@@ -57,6 +64,12 @@ impl fmt::Display for InferError {
             }
             InferError::MissingTensor(r) => {
                 write!(f, "model has no usable {} tensor", r.torch_name())
+            }
+            InferError::FeaturesLength { expected, actual } => {
+                write!(
+                    f,
+                    "features buffer has {actual} values, the model gives {expected}"
+                )
             }
         }
     }

@@ -7,7 +7,7 @@
 //! (tested in `tests/simd_conformance.rs`):
 //! * GEMM / GEMV / VQ GEMM / VQ GEMV: `|y − y_oracle| ≤ 1e-6 · Σ_c |a_c·w_c|` per output.
 //! * RMSNorm: 1e-6 relative; conv1d + SiLU, SiLU: 1e-6 relative (+1e-30 absolute).
-//! * Scan: 2e-5 relative to the output scale (exp/softplus 3e-7 / 1e-6 relative per step).
+//! * Scan: 2e-5 relative to the output scale (`2ˣ`/softplus 2e-7 / 5e-7 relative per step).
 //!
 //! Benchmarks behind these choices: `cargo bench --bench kernels` (groups `gemm_*`, `gemv_*`,
 //! `scan`), see docs/RESULTS.md "Kernels".
@@ -16,8 +16,8 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
+use super::scan::{simd as scan_simd, ScanInputs, ScanPlan, ScanWeights};
 use super::{Direction, MatMut, MatRef, VqMatrix};
-use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// The AVX2 + FMA primitive set (8 f32 lanes).
 #[derive(Clone, Copy)]
@@ -26,6 +26,8 @@ pub(crate) struct Avx2;
 impl Simd for Avx2 {
     const LANES: usize = 8;
     const NRV: usize = 2;
+    /// 8 states in 8 of the 16 registers; the other 8 hold the step's temporaries.
+    const SCAN_TILE: usize = 8;
     type V = __m256;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
@@ -96,30 +98,22 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
-    unsafe fn shl23(v: __m256) -> __m256 {
-        // SAFETY: AVX2 is enabled by the caller.
-        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(v))) }
-    }
-    #[inline(always)]
-    unsafe fn frexp(x: __m256) -> (__m256, __m256) {
+    unsafe fn add_shl23(p: __m256, t: __m256) -> __m256 {
         // SAFETY: AVX2 is enabled by the caller.
         unsafe {
-            let b = _mm256_castps_si256(x);
-            let e = _mm256_sub_epi32(
-                _mm256_and_si256(_mm256_srli_epi32::<23>(b), _mm256_set1_epi32(0xff)),
-                _mm256_set1_epi32(126),
-            );
-            let m = _mm256_or_si256(
-                _mm256_and_si256(b, _mm256_set1_epi32(0x807f_ffff_u32 as i32)),
-                _mm256_set1_epi32(0x3f00_0000),
-            );
-            (_mm256_castsi256_ps(m), _mm256_cvtepi32_ps(e))
+            let k = _mm256_slli_epi32::<23>(_mm256_castps_si256(t));
+            _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), k))
         }
     }
     #[inline(always)]
-    unsafe fn select_lt(a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+    unsafe fn hmax(v: __m256) -> f32 {
         // SAFETY: AVX is enabled by the caller.
-        unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+        unsafe {
+            let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
     }
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -338,8 +332,8 @@ pub unsafe fn avx2_vq_gemv_f32_lut(
     unsafe { generic::vq_gemv::<Avx2>(x, w, out, scratch) }
 }
 
-/// Selective scan (whole width), vector `exp` over the N state lanes, fused softplus, D skip and
-/// gate.
+/// Selective scan (whole width), 8 channels per vector, 8 states per register tile (see
+/// `kernels/scan/simd.rs`).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
@@ -352,10 +346,10 @@ pub unsafe fn avx2_scan_f32(
     h: &mut [f32],
 ) {
     // SAFETY: features enabled by this function's attribute.
-    unsafe { generic::scan::<Avx2>(w, x, plan, acc, h) }
+    unsafe { scan_simd::scan::<Avx2>(w, x, plan, acc, h) }
 }
 
-/// Selective scan over a channel range (threads); see [`generic::scan_channels`].
+/// Selective scan over a channel range (threads).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
@@ -370,7 +364,7 @@ pub unsafe fn avx2_scan_channels_f32(
     ch: Range<usize>,
 ) {
     // SAFETY: features enabled by this function's attribute.
-    unsafe { generic::scan_channels::<Avx2>(w, x, plan, acc, acc_col0, h, ch) }
+    unsafe { scan_simd::scan_channels::<Avx2>(w, x, plan, acc, acc_col0, h, ch) }
 }
 
 /// Depthwise conv1d + SiLU, 8 channels per vector.

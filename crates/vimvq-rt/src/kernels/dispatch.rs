@@ -7,13 +7,13 @@
 //! * [`table`] hands out the table of any level the CPU supports, so tests run every compiled
 //!   variant by name, whatever dispatch picked.
 //!
-//! The scalar level is the oracle ([`super::scalar`], [`crate::scan`]); it stays forever.
+//! The scalar level is the oracle ([`super::scalar`], scan included); it stays forever.
 
 use core::ops::Range;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use super::scan::{ScanInputs, ScanPlan, ScanWeights};
 use super::{scalar, Direction, MatMut, MatRef, VqMatrix};
-use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// Instruction-set level of a kernel table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,7 +73,7 @@ pub type GemvFn = fn(&[f32], &[f32], &mut [f32]);
 /// One-token VQ GEMV; `scratch` holds the lookup table ([`vq_gemv_scratch_len`] values) on SIMD
 /// levels.
 pub type VqGemvFn = fn(&[f32], &VqMatrix<'_>, &mut [f32], &mut [f32]);
-/// The selective scan of one direction ([`crate::scan::selective_scan_f32`]'s contract).
+/// The selective scan of one direction ([`super::scalar::selective_scan_f32`]'s contract).
 pub type ScanFn = fn(&ScanWeights<'_>, &ScanInputs<'_>, &ScanPlan, &mut MatMut<'_>, &mut [f32]);
 /// The scan over the channel range `ch`, outputs at `acc[t][e − acc_col0]`, state `ch.len()·N`.
 pub type ScanChannelsFn = fn(
@@ -165,7 +165,7 @@ fn scalar_scan_channels(
     h: &mut [f32],
     ch: Range<usize>,
 ) {
-    crate::scan::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch)
+    super::scalar::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch)
 }
 static SCALAR: Kernels = Kernels {
     level: Level::Scalar,
@@ -173,7 +173,7 @@ static SCALAR: Kernels = Kernels {
     vq_gemm_f32: scalar::vq_gemm_f32,
     gemv_f32: scalar_gemv,
     vq_gemv_f32: scalar_vq_gemv,
-    scan_f32: crate::scan::selective_scan_f32,
+    scan_f32: super::scalar::selective_scan_f32,
     scan_channels_f32: scalar_scan_channels,
     conv1d_silu_f32: scalar::conv1d_silu_f32,
     rmsnorm_f32: scalar::rmsnorm_f32,
@@ -498,7 +498,7 @@ pub fn conv1d_silu_f32(
     (kernels().conv1d_silu_f32)(dir, x, w, bias, steps, out)
 }
 
-/// [`crate::scan::selective_scan_f32`] through the active table.
+/// [`super::scalar::selective_scan_f32`] through the active table.
 #[inline]
 pub fn selective_scan_f32(
     w: &ScanWeights<'_>,
@@ -510,7 +510,7 @@ pub fn selective_scan_f32(
     (kernels().scan_f32)(w, x, plan, acc, h)
 }
 
-/// [`crate::scan::selective_scan_channels_f32`] through the active table.
+/// [`super::scalar::selective_scan_channels_f32`] through the active table.
 #[inline]
 pub fn selective_scan_channels_f32(
     w: &ScanWeights<'_>,

@@ -11,7 +11,7 @@
 //! * [`exp_v`]: max relative error 3e-7 vs `libm::expf` for `x ∈ [−87.3, 88.3]`; below −87.3 it
 //!   returns `exp(−87.3) ≈ 1.2e-38` instead of a subnormal (absolute error < 1.2e-38).
 //! * [`softplus_v`] / [`silu_v`]: max relative error 1e-6 vs the oracle's libm formulas.
-//! * scan: relative to the output scale, 2e-6 per step compounded (tested at 2e-5).
+//! * scan: in `kernels/scan/simd.rs` (2e-5 of the output scale).
 
 // Only instantiated on targets with a SIMD level (x86-64, aarch64).
 #![cfg_attr(
@@ -22,7 +22,6 @@
 use core::ops::Range;
 
 use super::{f16_to_f32, Codebook, Direction, IndexLayout, Indices, MatMut, MatRef, VqMatrix};
-use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// Rows of `W` per packed panel (`NRV · LANES` on every ISA).
 pub const NR: usize = 16;
@@ -37,6 +36,9 @@ pub(crate) trait Simd: Copy {
     const LANES: usize;
     /// Vectors per packed-panel row block: `NRV · LANES == NR`.
     const NRV: usize;
+    /// States per register tile of the scan (16, 8, 4 or 1): as many as fit in the register
+    /// file beside the step's temporaries.
+    const SCAN_TILE: usize;
     /// The vector type.
     type V: Copy;
     unsafe fn zero() -> Self::V;
@@ -57,13 +59,11 @@ pub(crate) trait Simd: Copy {
     unsafe fn round(a: Self::V) -> Self::V;
     /// `2ⁿ` for integral `n ∈ [−126, 127]` (given as f32).
     unsafe fn pow2i(n: Self::V) -> Self::V;
-    /// The bits of `v` shifted left by 23, as f32 (`2ⁿ` from a magic-number rounded
-    /// `v = 1.5·2²³ + 127 + n`).
-    unsafe fn shl23(v: Self::V) -> Self::V;
-    /// For positive normal `x`: `(m, e)` with `x = m·2ᵉ`, `m ∈ [0.5, 1)`, `e` as f32.
-    unsafe fn frexp(x: Self::V) -> (Self::V, Self::V);
-    /// Lane-wise `if a < b { x } else { y }`.
-    unsafe fn select_lt(a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
+    /// The bits of `p` plus the bits of `t` shifted left by 23 (integer add): `p·2ᵏ` when the
+    /// low mantissa bits of `t` hold `k` (`t = 1.5·2²³ + k`) and the result stays normal.
+    unsafe fn add_shl23(p: Self::V, t: Self::V) -> Self::V;
+    /// Largest lane (a NaN lane may or may not be ignored).
+    unsafe fn hmax(v: Self::V) -> f32;
     /// Sum of the lanes.
     unsafe fn hsum(v: Self::V) -> f32;
 
@@ -157,54 +157,6 @@ pub(crate) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
         // fx ∈ [−126, 128) after the clamp; split 2^fx so that 2^128 never forms.
         let half = S::round(S::mul(fx, S::splat(0.5)));
         S::mul(S::mul(y, S::pow2i(half)), S::pow2i(S::sub(fx, half)))
-    }
-}
-
-/// Natural log of positive normal `x` (Cephes `logf`), max rel. error ~2e-7.
-#[inline(always)]
-pub(crate) unsafe fn ln_v<S: Simd>(x: S::V) -> S::V {
-    // SAFETY (whole fn): arithmetic primitives only.
-    unsafe {
-        let (m, e) = S::frexp(x);
-        let one = S::splat(1.0);
-        // m < sqrt(1/2): m = 2m − 1, e −= 1; else m = m − 1.
-        let small = S::splat(core::f32::consts::FRAC_1_SQRT_2);
-        let e = S::select_lt(m, small, S::sub(e, one), e);
-        let m = S::select_lt(m, small, S::sub(S::add(m, m), one), S::sub(m, one));
-        let z = S::mul(m, m);
-        let mut p = S::splat(7.037_683_6e-2);
-        p = S::fma(p, m, S::splat(-1.151_461e-1));
-        p = S::fma(p, m, S::splat(1.167_699_9e-1));
-        p = S::fma(p, m, S::splat(-1.242_014_1e-1));
-        p = S::fma(p, m, S::splat(1.424_932_3e-1));
-        p = S::fma(p, m, S::splat(-1.666_805_8e-1));
-        p = S::fma(p, m, S::splat(2.000_071_5e-1));
-        p = S::fma(p, m, S::splat(-2.499_999_4e-1));
-        p = S::fma(p, m, S::splat(3.333_333e-1));
-        let mut y = S::mul(S::mul(p, m), z);
-        y = S::fma(e, S::splat(-2.121_944_4e-4), y);
-        y = S::fma(z, S::splat(-0.5), y);
-        let r = S::add(m, y);
-        S::fma(e, S::splat(0.693_359_4), r)
-    }
-}
-
-/// Softplus with the oracle's threshold rule (`x` if `x > 20`, else `log1p(exp(x))`).
-#[inline(always)]
-pub(crate) unsafe fn softplus_v<S: Simd>(x: S::V) -> S::V {
-    // SAFETY (whole fn): arithmetic primitives only.
-    unsafe {
-        let y = exp_v::<S>(x);
-        let one = S::splat(1.0);
-        let w = S::add(one, y);
-        // log1p(y) = log(w)·y/(w−1) (exact correction for the rounding of 1 + y), or y if w == 1.
-        let wm1 = S::sub(w, one);
-        let tiny = S::splat(f32::MIN_POSITIVE);
-        let safe = S::select_lt(wm1, tiny, one, wm1);
-        let l = S::mul(ln_v::<S>(w), S::div(y, safe));
-        let l = S::select_lt(wm1, tiny, y, l);
-        // x > 20 → x.
-        S::select_lt(S::splat(20.0), x, x, l)
     }
 }
 
@@ -873,63 +825,9 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
     }
 }
 
-/// Largest `N` the vector scan keeps on the stack; larger states use the oracle.
-const SCAN_MAX_N: usize = 64;
-
-/// `1.5·2²³ + 127`: adding it rounds `x·log2 e` to an integer `n` (round to nearest) and leaves
-/// `n + 127` in the low mantissa bits, i.e. the exponent field of `2ⁿ` after [`Simd::shl23`].
-const EXP_MAGIC: f32 = 12_583_039.0;
-
-/// `exp(x)` of four vectors with `x ≤ 0` (the scan's `exp(δ·A)`: `δ ≥ 0`, `A < 0`): [`exp_v`]'s
-/// reduction and polynomial with a shorter dependency chain — no upper clamp, magic-number
-/// rounding (`2ⁿ` straight from the rounded bits), the polynomial by Estrin instead of Horner —
-/// and the four chains interleaved stage by stage so the out-of-order window holds independent
-/// work (one chain at a time was latency-bound, about 3× slower).
-#[inline(always)]
-unsafe fn exp_nonpos_v4<S: Simd>(x: [S::V; 4]) -> [S::V; 4] {
-    // SAFETY (whole fn): arithmetic primitives only.
-    unsafe {
-        let x = x.map(|v| S::max(v, S::splat(EXP_LO)));
-        let mut t = x;
-        for j in 0..4 {
-            t[j] = S::fma(
-                x[j],
-                S::splat(core::f32::consts::LOG2_E),
-                S::splat(EXP_MAGIC),
-            );
-        }
-        let fx = t.map(|v| S::sub(v, S::splat(EXP_MAGIC)));
-        let mut r = x;
-        for j in 0..4 {
-            r[j] = S::fma(fx[j], S::splat(EXP_C1), x[j]);
-        }
-        for j in 0..4 {
-            r[j] = S::fma(fx[j], S::splat(EXP_C2), r[j]);
-        }
-        let r2 = r.map(|v| S::mul(v, v));
-        // p = (P0·r + P1)·r⁴ + (P2·r + P3)·r² + (P4·r + P5).
-        let (mut q0, mut q1, mut q2) = (r, r, r);
-        for j in 0..4 {
-            q0[j] = S::fma(S::splat(EXP_P[4]), r[j], S::splat(EXP_P[5]));
-            q1[j] = S::fma(S::splat(EXP_P[2]), r[j], S::splat(EXP_P[3]));
-            q2[j] = S::fma(S::splat(EXP_P[0]), r[j], S::splat(EXP_P[1]));
-        }
-        let mut y = r;
-        for j in 0..4 {
-            let p = S::fma(S::fma(q2[j], r2[j], q1[j]), r2[j], q0[j]);
-            // exp(r) = 1 + r + r²·p; fx ∈ [−126, 0]: one power of two.
-            y[j] = S::fma(p, r2[j], S::add(r[j], S::splat(1.0)));
-        }
-        for j in 0..4 {
-            y[j] = S::mul(y[j], S::shl23(t[j]));
-        }
-        y
-    }
-}
-
 /// The first `src.len() ≤ LANES` values of a vector, zero-padded.
 #[inline(always)]
-unsafe fn load_part<S: Simd>(src: &[f32]) -> S::V {
+pub(crate) unsafe fn load_part<S: Simd>(src: &[f32]) -> S::V {
     if src.len() == S::LANES {
         // SAFETY: LANES values are readable.
         return unsafe { S::load(src.as_ptr()) };
@@ -942,7 +840,7 @@ unsafe fn load_part<S: Simd>(src: &[f32]) -> S::V {
 
 /// Stores the first `dst.len() ≤ LANES` lanes of `v`.
 #[inline(always)]
-unsafe fn store_part<S: Simd>(v: S::V, dst: &mut [f32]) {
+pub(crate) unsafe fn store_part<S: Simd>(v: S::V, dst: &mut [f32]) {
     if dst.len() == S::LANES {
         // SAFETY: LANES values are writable.
         return unsafe { S::store(dst.as_mut_ptr(), v) };
@@ -952,179 +850,4 @@ unsafe fn store_part<S: Simd>(v: S::V, dst: &mut [f32]) {
     unsafe { S::store(t.as_mut_ptr(), v) };
     let m = dst.len();
     dst.copy_from_slice(&t[..m]);
-}
-
-/// Selective scan of one direction over channels `ch` (same contract as
-/// [`crate::scan::selective_scan_f32`]); `h` is the state of those channels, `ch.len() · N`.
-/// Outputs go to `acc[t][ch.start − acc_col0 ..]`.
-///
-/// Vectorised over channels: a block of `LANES` channels runs the whole sequence with its state
-/// `h[n][lane]` and `Aᵀ` on the stack, `B_t[n]`/`C_t[n]` broadcast, so `y = Σ_n h·C` needs no
-/// horizontal sum and the `N` exponentials of a step are independent.
-#[inline(always)]
-pub(crate) unsafe fn scan_channels<S: Simd>(
-    w: &ScanWeights<'_>,
-    x: &ScanInputs<'_>,
-    plan: &ScanPlan,
-    acc: &mut MatMut<'_>,
-    acc_col0: usize,
-    h: &mut [f32],
-    ch: Range<usize>,
-) {
-    let n = w.d_state;
-    assert!(h.len() >= ch.len() * n && ch.end <= x.u.cols());
-    assert!(ch.start >= acc_col0 && ch.end - acc_col0 <= acc.cols());
-    assert!(w.a.len() >= ch.end * n && w.d_skip.len() >= ch.end && w.dt_bias.len() >= ch.end);
-    if n > SCAN_MAX_N {
-        return crate::scan::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch);
-    }
-    let lanes = S::LANES;
-    // Per state index i: Aᵀ's lanes at st[2i·LANES], h's at st[(2i+1)·LANES]. Interleaved, not
-    // two arrays: two 4 KiB arrays put A-loads and h-stores 4096 bytes apart (4K aliasing).
-    let mut st = [0f32; 2 * 16 * SCAN_MAX_N];
-    let nsteps = plan.steps.len();
-    let mut e0 = ch.start;
-    while e0 < ch.end {
-        let m = lanes.min(ch.end - e0);
-        let cols = e0..e0 + m;
-        let out_cols = e0 - acc_col0..e0 - acc_col0 + m;
-        for i in 0..n {
-            for j in 0..lanes {
-                st[2 * i * lanes + j] = if j < m { w.a[(e0 + j) * n + i] } else { 0.0 };
-                st[(2 * i + 1) * lanes + j] = 0.0;
-            }
-        }
-        // SAFETY (block): every vector access of `st` is at (2i+1)·LANES + LANES ≤ 2·n·LANES ≤
-        // 2·16·SCAN_MAX_N; the ISA is guaranteed by the caller.
-        unsafe {
-            let bias = load_part::<S>(&w.dt_bias[cols.clone()]);
-            let dskip = load_part::<S>(&w.d_skip[cols.clone()]);
-            let sp = st.as_mut_ptr();
-            // A plain loop, not a closure: closures are not compiled with the caller's features.
-            for si in 0..nsteps {
-                let t = match plan.dir {
-                    Direction::Forward => plan.steps.start + si,
-                    Direction::Backward => plan.steps.end - 1 - si,
-                };
-                let xd = x.x_dbl.row(t);
-                let b = &xd[w.dt_rank..w.dt_rank + n];
-                let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
-                let dt =
-                    softplus_v::<S>(S::add(load_part::<S>(&x.delta.row(t)[cols.clone()]), bias));
-                let uv = load_part::<S>(&x.u.row(t)[cols.clone()]);
-                let du = S::mul(dt, uv);
-                let emit = plan.emit.contains(&t);
-                // y = Σ_n h·C in four partial sums: one serial chain of N FMAs was the scan's
-                // critical path.
-                let mut ys = [S::zero(); 4];
-                let mut i = 0;
-                while i < n {
-                    // States i .. i+cnt; unused slots compute exp(0) and are dropped.
-                    let cnt = (n - i).min(4);
-                    let mut arg = [S::zero(); 4];
-                    for (j, a) in arg.iter_mut().enumerate().take(cnt) {
-                        *a = S::mul(dt, S::load(sp.add(2 * (i + j) * lanes)));
-                    }
-                    let da = exp_nonpos_v4::<S>(arg);
-                    for (j, daj) in da.into_iter().enumerate().take(cnt) {
-                        let hp = sp.add((2 * (i + j) + 1) * lanes);
-                        let hn = S::fma(daj, S::load(hp), S::mul(du, S::splat(b[i + j])));
-                        S::store(hp, hn);
-                        if emit {
-                            ys[j] = S::fma(hn, S::splat(c[i + j]), ys[j]);
-                        }
-                    }
-                    i += cnt;
-                }
-                if emit {
-                    let y = S::add(S::add(ys[0], ys[1]), S::add(ys[2], ys[3]));
-                    let g = load_part::<S>(&x.gate.row(t)[cols.clone()]);
-                    let mut o = S::mul(S::fma(dskip, uv, y), g);
-                    let out = &mut acc.row_mut(t)[out_cols.clone()];
-                    if plan.accumulate {
-                        o = S::add(load_part::<S>(out), o);
-                    }
-                    store_part::<S>(o, out);
-                }
-            }
-        }
-        e0 += m;
-    }
-}
-
-/// Whole-width scan with the oracle's checks.
-#[inline(always)]
-pub(crate) unsafe fn scan<S: Simd>(
-    w: &ScanWeights<'_>,
-    x: &ScanInputs<'_>,
-    plan: &ScanPlan,
-    acc: &mut MatMut<'_>,
-    h: &mut [f32],
-) {
-    let e = x.u.cols();
-    let n = w.d_state;
-    let l = x.u.rows();
-    assert!(w.a.len() == e * n && h.len() == e * n);
-    assert!(w.d_skip.len() == e && w.dt_bias.len() == e);
-    assert!(x.delta.cols() == e && x.gate.cols() == e && acc.cols() == e);
-    assert!(x.x_dbl.cols() == w.dt_rank + 2 * n);
-    assert!(x.delta.rows() >= l && x.x_dbl.rows() >= l && x.gate.rows() >= l && acc.rows() >= l);
-    assert!(plan.emit.start >= plan.steps.start && plan.emit.end <= plan.steps.end);
-    match plan.dir {
-        Direction::Forward => assert!(plan.steps.start == 0 && plan.steps.end <= l),
-        Direction::Backward => assert!(plan.steps.end == l),
-    }
-    // SAFETY: the caller guarantees the ISA.
-    unsafe { scan_channels::<S>(w, x, plan, acc, 0, h, 0..e) }
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-    use std::eprintln;
-
-    /// Max relative error of the scan's `exp` over `x ∈ [−87.3, 0]` against f64, on level `S`.
-    unsafe fn exp_nonpos_max_rel<S: Simd>() -> f64 {
-        let mut worst = 0f64;
-        let n = 200_003;
-        let mut buf = [0f32; 16];
-        for i in 0..n {
-            let x0 = EXP_LO * (i as f32 / (n - 1) as f32);
-            let xs = [x0, x0 * 0.5, x0 * 1e-3, -(i as f32) * 1e-7];
-            // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
-            let ys = unsafe { exp_nonpos_v4::<S>(xs.map(|x| S::splat(x))) };
-            for (x, y) in xs.iter().zip(ys) {
-                unsafe { S::store(buf.as_mut_ptr(), y) };
-                let want = (*x as f64).exp();
-                worst = worst.max((buf[0] as f64 - want).abs() / want);
-            }
-        }
-        worst
-    }
-
-    #[test]
-    fn scan_exp_is_accurate_to_1e6_relative() {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA detected.
-            let e = unsafe { avx2_exp_max_rel() };
-            eprintln!("avx2 exp_nonpos max rel error {e:.2e}");
-            assert!(e <= 1e-6, "{e}");
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            // SAFETY: NEON is baseline on aarch64.
-            let e = unsafe { exp_nonpos_max_rel::<super::super::neon::Neon>() };
-            eprintln!("neon exp_nonpos max rel error {e:.2e}");
-            assert!(e <= 1e-6, "{e}");
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_exp_max_rel() -> f64 {
-        // SAFETY: features enabled by this function's attribute.
-        unsafe { exp_nonpos_max_rel::<super::super::avx2::Avx2>() }
-    }
 }

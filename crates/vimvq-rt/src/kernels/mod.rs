@@ -12,6 +12,7 @@ pub mod scalar;
 
 pub mod dispatch;
 pub(crate) mod generic;
+pub mod scan;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;

@@ -11,8 +11,8 @@ use core::arch::aarch64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
+use super::scan::{simd as scan_simd, ScanInputs, ScanPlan, ScanWeights};
 use super::{Direction, MatMut, MatRef, VqMatrix};
-use crate::scan::{ScanInputs, ScanPlan, ScanWeights};
 
 /// The NEON primitive set (4 f32 lanes, 4 vectors per 16-row panel).
 #[derive(Clone, Copy)]
@@ -21,6 +21,8 @@ pub(crate) struct Neon;
 impl Simd for Neon {
     const LANES: usize = 4;
     const NRV: usize = 4;
+    /// 16 states in 16 of the 32 registers.
+    const SCAN_TILE: usize = 16;
     type V = float32x4_t;
     #[inline(always)]
     unsafe fn zero() -> float32x4_t {
@@ -91,35 +93,17 @@ impl Simd for Neon {
         }
     }
     #[inline(always)]
-    unsafe fn shl23(v: float32x4_t) -> float32x4_t {
-        // SAFETY: NEON is baseline on aarch64.
-        unsafe { vreinterpretq_f32_u32(vshlq_n_u32::<23>(vreinterpretq_u32_f32(v))) }
-    }
-    #[inline(always)]
-    unsafe fn frexp(x: float32x4_t) -> (float32x4_t, float32x4_t) {
+    unsafe fn add_shl23(p: float32x4_t, t: float32x4_t) -> float32x4_t {
         // SAFETY: NEON is baseline on aarch64.
         unsafe {
-            let b = vreinterpretq_u32_f32(x);
-            let e = vsubq_s32(
-                vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32::<23>(b), vdupq_n_u32(0xff))),
-                vdupq_n_s32(126),
-            );
-            let m = vorrq_u32(
-                vandq_u32(b, vdupq_n_u32(0x807f_ffff)),
-                vdupq_n_u32(0x3f00_0000),
-            );
-            (vreinterpretq_f32_u32(m), vcvtq_f32_s32(e))
+            let k = vshlq_n_u32::<23>(vreinterpretq_u32_f32(t));
+            vreinterpretq_f32_u32(vaddq_u32(vreinterpretq_u32_f32(p), k))
         }
     }
     #[inline(always)]
-    unsafe fn select_lt(
-        a: float32x4_t,
-        b: float32x4_t,
-        x: float32x4_t,
-        y: float32x4_t,
-    ) -> float32x4_t {
+    unsafe fn hmax(v: float32x4_t) -> f32 {
         // SAFETY: NEON is baseline on aarch64.
-        unsafe { vbslq_f32(vcltq_f32(a, b), x, y) }
+        unsafe { vmaxvq_f32(v) }
     }
     #[inline(always)]
     unsafe fn hsum(v: float32x4_t) -> f32 {
@@ -162,7 +146,7 @@ pub fn neon_vq_gemv_f32_lut(x: &[f32], w: &VqMatrix<'_>, out: &mut [f32], scratc
     unsafe { generic::vq_gemv::<Neon>(x, w, out, scratch) }
 }
 
-/// Selective scan, vector `exp` over the N state lanes, fused softplus, D skip and gate.
+/// Selective scan, 4 channels per vector, 16 states per register tile (see `kernels/scan/simd.rs`).
 pub fn neon_scan_f32(
     w: &ScanWeights<'_>,
     x: &ScanInputs<'_>,
@@ -171,7 +155,7 @@ pub fn neon_scan_f32(
     h: &mut [f32],
 ) {
     // SAFETY: see above.
-    unsafe { generic::scan::<Neon>(w, x, plan, acc, h) }
+    unsafe { scan_simd::scan::<Neon>(w, x, plan, acc, h) }
 }
 
 /// Selective scan over a channel range (threads).
@@ -185,7 +169,7 @@ pub fn neon_scan_channels_f32(
     ch: Range<usize>,
 ) {
     // SAFETY: see above.
-    unsafe { generic::scan_channels::<Neon>(w, x, plan, acc, acc_col0, h, ch) }
+    unsafe { scan_simd::scan_channels::<Neon>(w, x, plan, acc, acc_col0, h, ch) }
 }
 
 /// Depthwise conv1d + SiLU, 4 channels per vector.

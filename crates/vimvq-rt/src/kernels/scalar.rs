@@ -16,6 +16,7 @@
 
 use core::ops::Range;
 
+use super::scan::{check, ScanInputs, ScanPlan, ScanWeights};
 use super::{Codebook, Direction, MatMut, MatRef, VqMatrix, Weight};
 
 /// Independent partial sums in every dot product (see the module's numerical contract).
@@ -349,5 +350,86 @@ pub fn conv1d_silu_f32(
             }
         }
         silu_inplace_f32(o);
+    }
+}
+
+/// The selective scan oracle: runs one direction ([`super::scan`] states the recurrence); `h` is
+/// the `E × N` state (overwritten). `exp` is `libm::expf(δ·A)`.
+///
+/// Every output is computed by the same sequence of f32 operations whatever `steps`/`emit` are,
+/// so restricting them (the last-layer shortcut) leaves the emitted values bit-identical.
+///
+/// # Panics
+/// If shapes are inconsistent or the plan violates the rules on [`ScanPlan`].
+pub fn selective_scan_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    h: &mut [f32],
+) {
+    check(w, x, plan, acc, h);
+    selective_scan_channels_f32(w, x, plan, acc, 0, h, 0..x.u.cols());
+}
+
+/// [`selective_scan_f32`] restricted to the channels `ch` (the scan is independent per
+/// channel; threads split it this way): `h` holds at least `ch.len() · N` values (the state of
+/// those channels), and the output of channel `e` goes to column `e − acc_col0` of `acc`.
+/// Bit-identical to the corresponding columns of the whole-width scan.
+///
+/// # Panics
+/// If shapes are inconsistent or the plan violates the rules on [`ScanPlan`].
+pub fn selective_scan_channels_f32(
+    w: &ScanWeights<'_>,
+    x: &ScanInputs<'_>,
+    plan: &ScanPlan,
+    acc: &mut MatMut<'_>,
+    acc_col0: usize,
+    h: &mut [f32],
+    ch: Range<usize>,
+) {
+    let n = w.d_state;
+    let nc = ch.len();
+    assert!(h.len() >= nc * n && ch.end <= x.u.cols() && w.a.len() >= ch.end * n);
+    assert!(ch.start >= acc_col0 && ch.end - acc_col0 <= acc.cols());
+    let h = &mut h[..nc * n];
+    h.fill(0.0);
+    let ch0 = ch.start;
+    let mut step = |t: usize| {
+        let xd = x.x_dbl.row(t);
+        let b = &xd[w.dt_rank..w.dt_rank + n];
+        let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
+        let (u, delta, gate) = (x.u.row(t), x.delta.row(t), x.gate.row(t));
+        let emit = plan.emit.contains(&t);
+        let out = acc.row_mut(t);
+        for ch in ch.clone() {
+            let dt = softplus_f32(delta[ch] + w.dt_bias[ch]);
+            let uu = u[ch];
+            let du = dt * uu;
+            let hs = &mut h[(ch - ch0) * n..(ch - ch0 + 1) * n];
+            let ar = &w.a[ch * n..(ch + 1) * n];
+            if !emit {
+                for i in 0..n {
+                    hs[i] = libm::expf(dt * ar[i]) * hs[i] + du * b[i];
+                }
+            } else {
+                let mut y = 0f32;
+                for i in 0..n {
+                    let hn = libm::expf(dt * ar[i]) * hs[i] + du * b[i];
+                    hs[i] = hn;
+                    y += hn * c[i];
+                }
+                let o = (y + w.d_skip[ch] * uu) * gate[ch];
+                if plan.accumulate {
+                    out[ch - acc_col0] += o;
+                } else {
+                    out[ch - acc_col0] = o;
+                }
+            }
+        }
+    };
+    match plan.dir {
+        Direction::Forward => plan.steps.clone().for_each(&mut step),
+        Direction::Backward => plan.steps.clone().rev().for_each(&mut step),
     }
 }

@@ -1,5 +1,7 @@
-//! The selective scan of one direction of a bimamba-v2 mixer, token-major and
-//! flip-free: the backward direction runs `t = L−1 … 0` over the original token order.
+//! The selective scan of one direction of a bimamba-v2 mixer (docs/RUNTIME.md "Scan"): its
+//! operand types and plan. The scalar oracle is [`super::scalar::selective_scan_f32`]
+//! (re-exported here), the vector body is `kernels/scan/simd.rs`. Token-major and flip-free: the
+//! backward direction runs `t = L−1 … 0` over the original token order.
 //!
 //! For every step `t` and channel `e` (with `Δ` already projected by `dt_proj`, bias not added):
 //! ```text
@@ -13,8 +15,11 @@
 
 use core::ops::Range;
 
-use crate::kernels::scalar::softplus_f32;
-use crate::kernels::{Direction, MatMut, MatRef};
+use super::{Direction, MatMut, MatRef};
+
+pub use super::scalar::{selective_scan_channels_f32, selective_scan_f32};
+
+pub(crate) mod simd;
 
 /// Per-direction parameters of one layer.
 #[derive(Clone, Copy, Debug)]
@@ -60,19 +65,16 @@ pub struct ScanPlan {
     pub accumulate: bool,
 }
 
-/// Runs one direction of the selective scan; `h` is the `E × N` state (overwritten).
-///
-/// Every output is computed by the same sequence of f32 operations whatever `steps`/`emit` are,
-/// so restricting them (the last-layer shortcut) leaves the emitted values bit-identical.
+/// The shape and plan checks every whole-width scan makes.
 ///
 /// # Panics
 /// If shapes are inconsistent or the plan violates the rules on [`ScanPlan`].
-pub fn selective_scan_f32(
+pub(crate) fn check(
     w: &ScanWeights<'_>,
     x: &ScanInputs<'_>,
     plan: &ScanPlan,
-    acc: &mut MatMut<'_>,
-    h: &mut [f32],
+    acc: &MatMut<'_>,
+    h: &[f32],
 ) {
     let e = x.u.cols();
     let n = w.d_state;
@@ -86,68 +88,5 @@ pub fn selective_scan_f32(
     match plan.dir {
         Direction::Forward => assert!(plan.steps.start == 0 && plan.steps.end <= l),
         Direction::Backward => assert!(plan.steps.end == l),
-    }
-    selective_scan_channels_f32(w, x, plan, acc, 0, h, 0..e);
-}
-
-/// [`selective_scan_f32`] restricted to the channels `ch` (the scan is independent per
-/// channel; threads split it this way): `h` holds at least `ch.len() · N` values (the state of
-/// those channels), and the output of channel `e` goes to column `e − acc_col0` of `acc`.
-/// Bit-identical to the corresponding columns of the whole-width scan.
-///
-/// # Panics
-/// If shapes are inconsistent or the plan violates the rules on [`ScanPlan`].
-pub fn selective_scan_channels_f32(
-    w: &ScanWeights<'_>,
-    x: &ScanInputs<'_>,
-    plan: &ScanPlan,
-    acc: &mut MatMut<'_>,
-    acc_col0: usize,
-    h: &mut [f32],
-    ch: Range<usize>,
-) {
-    let n = w.d_state;
-    let nc = ch.len();
-    assert!(h.len() >= nc * n && ch.end <= x.u.cols() && w.a.len() >= ch.end * n);
-    assert!(ch.start >= acc_col0 && ch.end - acc_col0 <= acc.cols());
-    let h = &mut h[..nc * n];
-    h.fill(0.0);
-    let ch0 = ch.start;
-    let mut step = |t: usize| {
-        let xd = x.x_dbl.row(t);
-        let b = &xd[w.dt_rank..w.dt_rank + n];
-        let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
-        let (u, delta, gate) = (x.u.row(t), x.delta.row(t), x.gate.row(t));
-        let emit = plan.emit.contains(&t);
-        let out = acc.row_mut(t);
-        for ch in ch.clone() {
-            let dt = softplus_f32(delta[ch] + w.dt_bias[ch]);
-            let uu = u[ch];
-            let du = dt * uu;
-            let hs = &mut h[(ch - ch0) * n..(ch - ch0 + 1) * n];
-            let ar = &w.a[ch * n..(ch + 1) * n];
-            if !emit {
-                for i in 0..n {
-                    hs[i] = libm::expf(dt * ar[i]) * hs[i] + du * b[i];
-                }
-            } else {
-                let mut y = 0f32;
-                for i in 0..n {
-                    let hn = libm::expf(dt * ar[i]) * hs[i] + du * b[i];
-                    hs[i] = hn;
-                    y += hn * c[i];
-                }
-                let o = (y + w.d_skip[ch] * uu) * gate[ch];
-                if plan.accumulate {
-                    out[ch - acc_col0] += o;
-                } else {
-                    out[ch - acc_col0] = o;
-                }
-            }
-        }
-    };
-    match plan.dir {
-        Direction::Forward => plan.steps.clone().for_each(&mut step),
-        Direction::Backward => plan.steps.clone().rev().for_each(&mut step),
     }
 }
