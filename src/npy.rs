@@ -104,9 +104,8 @@ pub fn read_batch(path: &Path, channels: usize, side: usize) -> Result<Batch> {
     Ok(Batch { data })
 }
 
-/// Writes `data` as a little-endian float32 `.npy` array of `shape` (C order). The bytes go to a
-/// temporary file next to `path`, which is renamed over it once complete: `path` is never left
-/// half-written.
+/// Writes `data` as a little-endian float32 `.npy` array of `shape` (C order), atomically
+/// ([`vimvq_pack::output::write_atomic`]: `path` is never left half-written).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     debug_assert_eq!(shape.iter().product::<usize>(), data.len());
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
@@ -126,18 +125,5 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     for v in data {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(crate::io_error::io_error(path, &e));
-    }
-    Ok(())
+    vimvq_pack::output::write_atomic(path, &bytes).map_err(|e| crate::io_error::io_error(path, &e))
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::Args;
 use serde::Serialize;
 
@@ -66,6 +66,10 @@ struct Report<'a> {
 
 /// Runs `vimvq run`.
 pub fn run(a: RunArgs) -> Result<()> {
+    // Output files are checked before any work (folder exists, not a device, FIFO or symlink).
+    for p in a.features.iter().chain(&a.tokens) {
+        vimvq_pack::output::check_target(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    }
     let file = open_model(&a.model)?;
     let model = parse_model(&a.model, &file)?;
     let labels = output_labels(&model, a.labels.as_deref())?;

@@ -86,7 +86,7 @@ impl Model {
             let bytes = Context::scratch_bytes(&model, input, self.threads).map_err(value_error)?;
             let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
             if scratch.len() < bytes {
-                *scratch = cli::alloc_scratch(bytes).map_err(value_error)?;
+                *scratch = cli::alloc_scratch(bytes, "inference scratch").map_err(value_error)?;
             }
             let mut ctx =
                 Context::new(model, input, self.threads, &mut scratch).map_err(value_error)?;
