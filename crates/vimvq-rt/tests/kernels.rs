@@ -463,7 +463,8 @@ fn f16_to_f32_exhaustive() {
 /// The selective scan against a naive f64 recurrence, both directions, with partial emits.
 #[test]
 fn selective_scan_matches_f64_recurrence() {
-    use vimvq_rt::scan::{selective_scan_f32, ScanInputs, ScanPlan, ScanWeights};
+    use vimvq_rt::kernels::scalar::selective_scan_f32;
+    use vimvq_rt::scan::{ScanInputs, ScanPlan, ScanWeights};
     let mut rng = Rng::new(6);
     for &(l, e, n, r) in &[
         (1usize, 1usize, 1usize, 1usize),

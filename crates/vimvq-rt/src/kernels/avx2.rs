@@ -16,7 +16,8 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
-use super::scan::{simd as scan_simd, ScanInputs, ScanPlan, ScanWeights};
+use super::scan::{ScanInputs, ScanPlan, ScanWeights};
+use super::scan_simd;
 use super::{Direction, MatMut, MatRef, VqMatrix};
 
 /// The AVX2 + FMA primitive set (8 f32 lanes).
@@ -333,7 +334,7 @@ pub unsafe fn avx2_vq_gemv_f32_lut(
 }
 
 /// Selective scan (whole width), 8 channels per vector, 8 states per register tile (see
-/// `kernels/scan/simd.rs`).
+/// `kernels/scan_simd.rs`).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
@@ -412,4 +413,44 @@ pub unsafe fn avx2_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: 
 pub unsafe fn avx2_silu_f32(xs: &mut [f32]) {
     // SAFETY: features enabled by this function's attribute.
     unsafe { generic::silu_inplace::<Avx2>(xs) }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::eprintln;
+
+    use super::{scan_simd, Avx2};
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp2_max_rel() -> f64 {
+        // SAFETY: features enabled by this function's attribute.
+        unsafe { scan_simd::exp2_max_rel::<Avx2>() }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn softplus_max_rel() -> f64 {
+        // SAFETY: features enabled by this function's attribute.
+        unsafe { scan_simd::softplus_max_rel::<Avx2>() }
+    }
+
+    #[test]
+    fn scan_exp2_is_accurate() {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA detected.
+            let e = unsafe { exp2_max_rel() };
+            eprintln!("avx2 scan exp2 max rel error {e:.2e}");
+            assert!(e <= 2e-7, "{e}");
+        }
+    }
+
+    #[test]
+    fn scan_softplus_is_accurate() {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA detected.
+            let e = unsafe { softplus_max_rel() };
+            eprintln!("avx2 scan softplus max rel error {e:.2e}");
+            assert!(e <= 5e-7, "{e}");
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! * [`exp_v`]: max relative error 3e-7 vs `libm::expf` for `x ∈ [−87.3, 88.3]`; below −87.3 it
 //!   returns `exp(−87.3) ≈ 1.2e-38` instead of a subnormal (absolute error < 1.2e-38).
 //! * [`softplus_v`] / [`silu_v`]: max relative error 1e-6 vs the oracle's libm formulas.
-//! * scan: in `kernels/scan/simd.rs` (2e-5 of the output scale).
+//! * scan: in `kernels/scan_simd.rs` (2e-5 of the output scale).
 
 // Only instantiated on targets with a SIMD level (x86-64, aarch64).
 #![cfg_attr(

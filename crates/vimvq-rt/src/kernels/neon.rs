@@ -11,7 +11,8 @@ use core::arch::aarch64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
-use super::scan::{simd as scan_simd, ScanInputs, ScanPlan, ScanWeights};
+use super::scan::{ScanInputs, ScanPlan, ScanWeights};
+use super::scan_simd;
 use super::{Direction, MatMut, MatRef, VqMatrix};
 
 /// The NEON primitive set (4 f32 lanes, 4 vectors per 16-row panel).
@@ -146,7 +147,7 @@ pub fn neon_vq_gemv_f32_lut(x: &[f32], w: &VqMatrix<'_>, out: &mut [f32], scratc
     unsafe { generic::vq_gemv::<Neon>(x, w, out, scratch) }
 }
 
-/// Selective scan, 4 channels per vector, 16 states per register tile (see `kernels/scan/simd.rs`).
+/// Selective scan, 4 channels per vector, 16 states per register tile (see `kernels/scan_simd.rs`).
 pub fn neon_scan_f32(
     w: &ScanWeights<'_>,
     x: &ScanInputs<'_>,
@@ -201,4 +202,28 @@ pub fn neon_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32],
 pub fn neon_silu_f32(xs: &mut [f32]) {
     // SAFETY: see above.
     unsafe { generic::silu_inplace::<Neon>(xs) }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::eprintln;
+
+    use super::{scan_simd, Neon};
+
+    #[test]
+    fn scan_exp2_is_accurate() {
+        // SAFETY: NEON is baseline on aarch64.
+        let e = unsafe { scan_simd::exp2_max_rel::<Neon>() };
+        eprintln!("neon scan exp2 max rel error {e:.2e}");
+        assert!(e <= 2e-7, "{e}");
+    }
+
+    #[test]
+    fn scan_softplus_is_accurate() {
+        // SAFETY: NEON is baseline on aarch64.
+        let e = unsafe { scan_simd::softplus_max_rel::<Neon>() };
+        eprintln!("neon scan softplus max rel error {e:.2e}");
+        assert!(e <= 5e-7, "{e}");
+    }
 }

@@ -1,6 +1,6 @@
 //! The selective scan of one direction of a bimamba-v2 mixer (docs/RUNTIME.md "Scan"): its
 //! operand types and plan. The scalar oracle is [`super::scalar::selective_scan_f32`]
-//! (re-exported here), the vector body is `kernels/scan/simd.rs`. Token-major and flip-free: the
+//! (`kernels/scalar.rs`), the vector body is `kernels/scan_simd.rs`. Token-major and flip-free: the
 //! backward direction runs `t = L−1 … 0` over the original token order.
 //!
 //! For every step `t` and channel `e` (with `Δ` already projected by `dt_proj`, bias not added):
@@ -16,10 +16,6 @@
 use core::ops::Range;
 
 use super::{Direction, MatMut, MatRef};
-
-pub use super::scalar::{selective_scan_channels_f32, selective_scan_f32};
-
-pub(crate) mod simd;
 
 /// Per-direction parameters of one layer.
 #[derive(Clone, Copy, Debug)]

@@ -26,8 +26,9 @@
 
 use core::ops::Range;
 
-use super::{check, ScanInputs, ScanPlan, ScanWeights};
 use crate::kernels::generic::{load_part, store_part, Simd};
+use crate::kernels::scalar::selective_scan_channels_f32;
+use crate::kernels::scan::{check, ScanInputs, ScanPlan, ScanWeights};
 use crate::kernels::{Direction, MatMut};
 
 /// Largest `N` kept on the stack; larger states use the oracle.
@@ -251,7 +252,7 @@ fn position(plan: &ScanPlan, s: usize) -> usize {
 }
 
 /// Selective scan of one direction over channels `ch` (same contract as
-/// [`super::selective_scan_channels_f32`], within the module's error budget); `h` receives the
+/// [`selective_scan_channels_f32`], within the module's error budget); `h` receives the
 /// final state of those channels, `ch.len() · N`. Outputs go to `acc[t][ch.start − acc_col0 ..]`.
 #[inline(always)]
 pub(crate) unsafe fn scan_channels<S: Simd>(
@@ -269,7 +270,7 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
     assert!(w.a.len() >= ch.end * n && w.d_skip.len() >= ch.end && w.dt_bias.len() >= ch.end);
     assert!(x.x_dbl.cols() >= w.dt_rank + 2 * n);
     if n > MAX_N {
-        return super::selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch);
+        return selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch);
     }
     let lanes = S::LANES;
     let nsteps = plan.steps.len();
@@ -389,94 +390,39 @@ pub(crate) unsafe fn scan<S: Simd>(
 }
 
 #[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-    use std::eprintln;
-
-    /// Max relative error of [`exp2_v`] over `x ∈ [−125, 125]` against f64, on level `S`.
-    unsafe fn exp2_max_rel<S: Simd>() -> f64 {
-        let mut worst = 0f64;
-        let n = 1_000_003;
-        let mut buf = [0f32; 16];
-        // SAFETY: the caller checked the ISA.
-        let k = unsafe { consts::<S>() };
-        for i in 0..n {
-            let x0 = -ARG_MAX + 2.0 * ARG_MAX * (i as f32 / (n - 1) as f32);
-            for x in [x0, x0 * 1e-3, x0 * 1e-6] {
-                // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
-                unsafe { S::store(buf.as_mut_ptr(), exp2_v::<S>(S::splat(x), k.as_ptr())) };
-                let want = (x as f64).exp2();
-                worst = worst.max((buf[0] as f64 - want).abs() / want);
-            }
-        }
-        worst
-    }
-
-    /// Max relative error of [`softplus_v`] over `x ∈ [−80, 40]` against f64, on level `S`.
-    unsafe fn softplus_max_rel<S: Simd>() -> f64 {
-        let mut worst = 0f64;
-        let n = 1_000_003;
-        let mut buf = [0f32; 16];
-        // SAFETY: the caller checked the ISA.
-        let k = unsafe { consts::<S>() };
-        for i in 0..n {
-            let x = -80.0 + 120.0 * (i as f32 / (n - 1) as f32);
+/// Max relative error of [`exp2_v`] over `x ∈ [−125, 125]` against f64, on level `S`.
+pub(crate) unsafe fn exp2_max_rel<S: Simd>() -> f64 {
+    let mut worst = 0f64;
+    let n = 1_000_003;
+    let mut buf = [0f32; 16];
+    // SAFETY: the caller checked the ISA.
+    let k = unsafe { consts::<S>() };
+    for i in 0..n {
+        let x0 = -ARG_MAX + 2.0 * ARG_MAX * (i as f32 / (n - 1) as f32);
+        for x in [x0, x0 * 1e-3, x0 * 1e-6] {
             // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
-            unsafe { S::store(buf.as_mut_ptr(), softplus_v::<S>(S::splat(x), k.as_ptr())) };
-            let want = (x as f64).exp().ln_1p();
+            unsafe { S::store(buf.as_mut_ptr(), exp2_v::<S>(S::splat(x), k.as_ptr())) };
+            let want = (x as f64).exp2();
             worst = worst.max((buf[0] as f64 - want).abs() / want);
         }
-        worst
     }
+    worst
+}
 
-    #[test]
-    fn scan_softplus_is_accurate() {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA detected.
-            let e = unsafe { avx2_softplus_max_rel() };
-            eprintln!("avx2 scan softplus max rel error {e:.2e}");
-            assert!(e <= 5e-7, "{e}");
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            // SAFETY: NEON is baseline on aarch64.
-            let e = unsafe { softplus_max_rel::<crate::kernels::neon::Neon>() };
-            eprintln!("neon scan softplus max rel error {e:.2e}");
-            assert!(e <= 5e-7, "{e}");
-        }
+#[cfg(test)]
+/// Max relative error of [`softplus_v`] over `x ∈ [−80, 40]` against f64, on level `S`.
+pub(crate) unsafe fn softplus_max_rel<S: Simd>() -> f64 {
+    let mut worst = 0f64;
+    let n = 1_000_003;
+    let mut buf = [0f32; 16];
+    // SAFETY: the caller checked the ISA.
+    let k = unsafe { consts::<S>() };
+    for i in 0..n {
+        let x = -80.0 + 120.0 * (i as f32 / (n - 1) as f32);
+        // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
+        unsafe { S::store(buf.as_mut_ptr(), softplus_v::<S>(S::splat(x), k.as_ptr())) };
+        let want = (x as f64).exp().ln_1p();
+        worst = worst.max((buf[0] as f64 - want).abs() / want);
     }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_softplus_max_rel() -> f64 {
-        // SAFETY: features enabled by this function's attribute.
-        unsafe { softplus_max_rel::<crate::kernels::avx2::Avx2>() }
-    }
-
-    #[test]
-    fn scan_exp2_is_accurate() {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA detected.
-            let e = unsafe { avx2_exp2_max_rel() };
-            eprintln!("avx2 scan exp2 max rel error {e:.2e}");
-            assert!(e <= 2e-7, "{e}");
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            // SAFETY: NEON is baseline on aarch64.
-            let e = unsafe { exp2_max_rel::<crate::kernels::neon::Neon>() };
-            eprintln!("neon scan exp2 max rel error {e:.2e}");
-            assert!(e <= 2e-7, "{e}");
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_exp2_max_rel() -> f64 {
-        // SAFETY: features enabled by this function's attribute.
-        unsafe { exp2_max_rel::<crate::kernels::avx2::Avx2>() }
-    }
+    worst
 }
