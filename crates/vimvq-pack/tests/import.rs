@@ -3,7 +3,6 @@
 //! message, never a panic.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -748,63 +747,11 @@ fn not_a_checkpoint() {
 
 // ---- hand-built .pth files ----------------------------------------------------------------
 
+use hostile::{state_dict_pickle as pkl, uni, Entry, T};
+
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, bytes) in entries {
-        w.start_file(*name, opts).unwrap();
-        w.write_all(bytes).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
-
-struct T<'a> {
-    name: &'a str,
-    kind: &'a str,
-    key: &'a str,
-    numel: u64,
-    offset: u64,
-    size: &'a [u64],
-    stride: &'a [u64],
-}
-
-fn uni(out: &mut Vec<u8>, s: &str) {
-    out.push(b'X');
-    out.extend((s.len() as u32).to_le_bytes());
-    out.extend(s.as_bytes());
-}
-fn long(out: &mut Vec<u8>, v: u64) {
-    out.extend([0x8a, 8]);
-    out.extend(v.to_le_bytes());
-}
-
-/// A protocol-2 pickle of `{name: _rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())}`,
-/// written the way torch.save writes it.
-fn pkl(ts: &[T]) -> Vec<u8> {
-    let mut o = vec![0x80, 2, b'}', b'('];
-    for t in ts {
-        uni(&mut o, t.name);
-        o.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-        uni(&mut o, "storage");
-        o.extend(format!("ctorch\n{}\n", t.kind).as_bytes());
-        uni(&mut o, t.key);
-        uni(&mut o, "cpu");
-        long(&mut o, t.numel);
-        o.extend(b"tQ");
-        long(&mut o, t.offset);
-        o.push(b'(');
-        for &s in t.size {
-            long(&mut o, s);
-        }
-        o.extend(b"t(");
-        for &s in t.stride {
-            long(&mut o, s);
-        }
-        o.extend(b"t\x89ccollections\nOrderedDict\n)RtR");
-    }
-    o.extend(b"u.");
-    o
+    let e: Vec<Entry> = entries.iter().map(|(n, b)| Entry::stored(n, b)).collect();
+    hostile::zip(&e)
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -812,16 +759,14 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn pth(ts: &[T], storages: &[(&str, Vec<u8>)], byteorder: &[u8]) -> PathBuf {
-    let p = pkl(ts);
-    let mut entries: Vec<(String, &[u8])> = vec![
-        ("arch/data.pkl".into(), &p),
-        ("arch/byteorder".into(), byteorder),
+    let mut entries = vec![
+        Entry::stored("arch/data.pkl", &pkl(ts)),
+        Entry::stored("arch/byteorder", byteorder),
     ];
     for (k, b) in storages {
-        entries.push((format!("arch/data/{k}"), b));
+        entries.push(Entry::stored(&format!("arch/data/{k}"), b));
     }
-    let e: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
-    write_tmp("hand.pth", &zip_of(&e))
+    write_tmp("hand.pth", &hostile::zip(&entries))
 }
 
 #[test]
@@ -1108,6 +1053,7 @@ fn f4_compressed_storage_is_read_only_as_far_as_the_view_reaches() {
     // An entry smaller than the storage the pickle declares is refused before reading.
     let t = hostile::T {
         name: "w",
+        kind: "FloatStorage",
         key: "0",
         numel: 8,
         offset: 0,
@@ -1171,6 +1117,7 @@ fn unclear_messages_are_clear() {
     // A tensor whose element count overflows u64: the real count, not 18446744073709551615.
     let t = hostile::T {
         name: "w",
+        kind: "FloatStorage",
         key: "0",
         numel: 1,
         offset: 0,

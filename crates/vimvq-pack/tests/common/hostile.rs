@@ -100,33 +100,38 @@ pub fn zip(entries: &[Entry]) -> Vec<u8> {
 /// One tensor of a hand-built state dict.
 pub struct T<'a> {
     pub name: &'a str,
+    /// Storage class, e.g. `FloatStorage`.
+    pub kind: &'a str,
     pub key: &'a str,
-    /// Storage length in elements (FloatStorage).
+    /// Storage length in elements.
     pub numel: u64,
     pub offset: u64,
     pub size: &'a [u64],
     pub stride: &'a [u64],
 }
 
-fn uni(out: &mut Vec<u8>, s: &str) {
+/// Pickle `BINUNICODE` of `s`.
+pub fn uni(out: &mut Vec<u8>, s: &str) {
     out.push(b'X');
     out.extend((s.len() as u32).to_le_bytes());
     out.extend(s.as_bytes());
 }
 
-fn long(out: &mut Vec<u8>, v: u64) {
+/// Pickle `LONG1` of `v` (8 bytes).
+pub fn long(out: &mut Vec<u8>, v: u64) {
     out.extend([0x8a, 8]);
     out.extend(v.to_le_bytes());
 }
 
-/// `{name: _rebuild_tensor_v2(FloatStorage(key, numel), offset, size, stride, False, OrderedDict())}`.
+/// `{name: _rebuild_tensor_v2(kind(key, numel), offset, size, stride, False, OrderedDict())}`,
+/// written the way torch.save writes it (protocol 2).
 pub fn state_dict_pickle(ts: &[T]) -> Vec<u8> {
     let mut o = vec![0x80, 2, b'}', b'('];
     for t in ts {
         uni(&mut o, t.name);
         o.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
         uni(&mut o, "storage");
-        o.extend(b"ctorch\nFloatStorage\n");
+        o.extend(format!("ctorch\n{}\n", t.kind).as_bytes());
         uni(&mut o, t.key);
         uni(&mut o, "cpu");
         long(&mut o, t.numel);
@@ -168,6 +173,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub fn f1_shared_storage() -> Vec<u8> {
     let t = |name, numel, size: &'static [u64]| T {
         name,
+        kind: "FloatStorage",
         key: "0",
         numel,
         offset: 0,
@@ -207,6 +213,7 @@ pub fn f3_stride0() -> Vec<u8> {
         .iter()
         .map(|n| T {
             name: n,
+            kind: "FloatStorage",
             key: "0",
             numel: 1,
             offset: 0,
@@ -224,6 +231,7 @@ pub fn f3_stride0() -> Vec<u8> {
 pub fn f4_deflate_bomb(mib: u64) -> Vec<u8> {
     let t = T {
         name: "w",
+        kind: "FloatStorage",
         key: "0",
         numel: 4,
         offset: 0,
