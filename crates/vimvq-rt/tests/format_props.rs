@@ -2,6 +2,9 @@
 //! equal (every value, index, label and setting), and the reader returns `Ok` or `Err` — never
 //! panics — on mutated files, with the checksums recomputed so mutations reach every check.
 
+mod common;
+
+use common::Rng;
 use proptest::prelude::*;
 use vimvq_rt::format::{
     crc32, meta_crc32, to_bytes, AlignedBytes, FileHeader, IndexLayout, PackedModel, PackedTensor,
@@ -10,22 +13,6 @@ use vimvq_rt::format::{
 use vimvq_rt::kernels::{f16_to_f32, Codebook, Indices};
 use vimvq_rt::model::{Model, Weight};
 use vimvq_rt::{Interpolation, Preprocess, VimConfig};
-
-/// SplitMix64: the values of a tensor from one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// How one linear weight is stored.
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +68,7 @@ fn build(
     bilinear: bool,
     resize_extra: u32,
 ) -> PackedModel {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut tensors = Vec::new();
     let mut linear = 0;
     for i in 0..Role::table_len(c.depth) {
@@ -96,7 +83,7 @@ fn build(
         let data = match s {
             Storage::Dense => TensorData::F32(
                 (0..rows * cols)
-                    .map(|_| f32::from_bits(rng.next() as u32))
+                    .map(|_| f32::from_bits(rng.next_u64() as u32))
                     .collect(),
             ),
             Storage::Vq { k, d, f16 } => {
@@ -105,7 +92,7 @@ fn build(
                         if f16 {
                             (rng.below(4001) as f32 - 2000.0) / 64.0
                         } else {
-                            f32::from_bits(rng.next() as u32)
+                            f32::from_bits(rng.next_u64() as u32)
                         }
                     })
                     .collect();
