@@ -371,6 +371,33 @@ fn frame_input(width: u32, height: u32, format: c_int) -> Result<Input, Error> {
     })
 }
 
+/// The frame of a `vimvq_classify`/`vimvq_features` call as bytes, and a one-thread context for
+/// it built in the caller's scratch.
+///
+/// # Safety
+/// `frame` is non-NULL with `frame_len` readable bytes; `scratch` is non-NULL with `scratch_len`
+/// writable bytes, not overlapping `frame`; both outlive `'a`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn frame_context<'a>(
+    m: &vimvq_model,
+    frame: *const u8,
+    frame_len: usize,
+    width: u32,
+    height: u32,
+    format: c_int,
+    scratch: *mut c_void,
+    scratch_len: usize,
+) -> Result<(Context<'static, 'a>, &'a [u8]), Error> {
+    let input = frame_input(width, height, format)?;
+    // SAFETY: non-NULL, `frame_len` readable bytes per this function's contract.
+    let src = unsafe { std::slice::from_raw_parts(frame, frame_len) };
+    // SAFETY: non-NULL, `scratch_len` writable bytes, not overlapping `frame`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
+    let ctx =
+        Context::new(m.model, input, 1, bytes).map_err(|e| context_error(e, width, height))?;
+    Ok((ctx, src))
+}
+
 /// A context error as a status code and message.
 fn context_error(e: ContextError, width: u32, height: u32) -> Error {
     let code = match e {
@@ -461,13 +488,19 @@ pub unsafe extern "C" fn vimvq_classify(
         if !top.is_null() && k == 0 {
             return Err(err(VIMVQ_E_ARG, "k is 0"));
         }
-        let input = frame_input(width, height, format)?;
-        // SAFETY: non-NULL, `frame_len` readable bytes per the contract.
-        let src = unsafe { std::slice::from_raw_parts(frame, frame_len) };
-        // SAFETY: non-NULL, `scratch_len` writable bytes, not overlapping `frame`.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
-        let mut ctx =
-            Context::new(m.model, input, 1, bytes).map_err(|e| context_error(e, width, height))?;
+        // SAFETY: non-NULL (checked above), sizes per the contract.
+        let (mut ctx, src) = unsafe {
+            frame_context(
+                m,
+                frame,
+                frame_len,
+                width,
+                height,
+                format,
+                scratch,
+                scratch_len,
+            )
+        }?;
         let out: &mut [vimvq_top] = if top.is_null() {
             &mut []
         } else {
@@ -521,15 +554,21 @@ pub unsafe extern "C" fn vimvq_features(
                 format!("features holds {features_len} floats, the model gives {dim}"),
             ));
         }
-        let input = frame_input(width, height, format)?;
-        // SAFETY: non-NULL, `frame_len` readable bytes per the contract.
-        let src = unsafe { std::slice::from_raw_parts(frame, frame_len) };
-        // SAFETY: non-NULL, `scratch_len` writable bytes, not overlapping `frame`.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), scratch_len) };
+        // SAFETY: non-NULL (checked above), sizes per the contract.
+        let (mut ctx, src) = unsafe {
+            frame_context(
+                m,
+                frame,
+                frame_len,
+                width,
+                height,
+                format,
+                scratch,
+                scratch_len,
+            )
+        }?;
         // SAFETY: non-NULL, at least `dim` writable floats (checked above), not overlapping.
         let out = unsafe { std::slice::from_raw_parts_mut(features, dim) };
-        let mut ctx =
-            Context::new(m.model, input, 1, bytes).map_err(|e| context_error(e, width, height))?;
         let f = Features {
             pooled: Some(out),
             tokens: None,
