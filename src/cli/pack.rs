@@ -13,14 +13,17 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
+use vimvq_pack::quantize::{
+    quantize_resumable, Objective, ProgressEvent, QuantError, QuantMethod, QuantOptions, StateFile,
+};
 use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
 use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
-use vimvq_rt::format::{to_bytes, PackedModel};
+use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel};
+use vimvq_rt::model::Model;
 
-use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};
+use super::{io_error, print_line, progress_allowed, threads_parser, ModelOptionArgs};
 use crate::image_io;
 
 /// `--method`.
@@ -240,6 +243,8 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 pub struct CalibSet {
     /// Normalised CHW images.
     pub images: Vec<Vec<f32>>,
+    /// Their files, in the same order.
+    pub files: Vec<PathBuf>,
     /// Files that did not decode or preprocess (warned about).
     pub skipped: Vec<(PathBuf, String)>,
     /// Image files found.
@@ -263,6 +268,7 @@ pub fn load_calibration(
         files.swap(i, j);
     }
     let mut images = Vec::with_capacity(count.min(found));
+    let mut used = Vec::with_capacity(count.min(found));
     let mut skipped = Vec::new();
     let mut scratch = Vec::new();
     for path in files {
@@ -270,7 +276,10 @@ pub fn load_calibration(
             break;
         }
         match preprocess_file(&path, model, &mut scratch) {
-            Ok(x) => images.push(x),
+            Ok(x) => {
+                images.push(x);
+                used.push(path);
+            }
             Err(e) => {
                 let msg = super::one_line(&format!("{e:#}"));
                 warn(&path, &msg);
@@ -286,6 +295,7 @@ pub fn load_calibration(
     }
     Ok(CalibSet {
         images,
+        files: used,
         skipped,
         found,
     })
@@ -317,19 +327,27 @@ fn preprocess_file(path: &Path, model: &PackedModel, scratch: &mut Vec<u8>) -> R
     Ok(x)
 }
 
-/// `--eval DIR`: top-1/top-5 of the f32 and the quantized model, top-1 agreement and mean
-/// KL(f32 ‖ quantized) in nats, on an ImageFolder (every image must decode).
+/// `--eval DIR`: what `vimvq eval Q --data DIR --reference F32 [--limit N]` reports, run by the
+/// same code on the bytes of the quantized file (`q`) and of the f32 model `vimvq import` writes
+/// (`f32`), plus the reference's own accuracy. `cache` keeps the reference's logits, keyed by
+/// the f32 bytes and the image list.
 fn evaluate(
     dir: &Path,
     limit: Option<u64>,
     cache: Option<&Path>,
-    f32_model: &PackedModel,
-    q: &PackedModel,
+    f32: &[u8],
+    q: &[u8],
     threads: usize,
 ) -> Result<serde_json::Value> {
+    use super::eval::{evaluate, pick, Reference};
     let start = Instant::now();
+    let (f32_bytes, q_bytes) = (AlignedBytes::from_slice(f32), AlignedBytes::from_slice(q));
+    fn parse(b: &AlignedBytes) -> Result<Model<'_>> {
+        Model::parse(b.as_bytes()).map_err(|e| anyhow!("--eval: invalid .vimvq model: {e}"))
+    }
+    let (f32_model, q_model) = (parse(&f32_bytes)?, parse(&q_bytes)?);
     let (names, all) = super::eval::list_image_folder(dir)?;
-    let classes = f32_model.config.num_classes;
+    let classes = q_model.config().num_classes;
     if names.len() > classes {
         bail!(
             "{}: {} class folders, but the model has only {classes} classes",
@@ -337,23 +355,12 @@ fn evaluate(
             names.len()
         );
     }
-    let n = limit.map_or(all.len(), |l| usize::try_from(l).unwrap_or(usize::MAX));
-    let picked: Vec<usize> = if n >= all.len() {
-        (0..all.len()).collect()
-    } else {
-        (0..n).map(|i| i * all.len() / n).collect()
-    };
-    let mut scratch = Vec::new();
-    let mut images = Vec::with_capacity(picked.len());
-    for &i in &picked {
-        images.push(preprocess_file(&all[i].path, f32_model, &mut scratch)?);
-    }
-    let err = |e: vimvq_pack::quantize::QuantError| anyhow!("--eval: {e}");
-    // Cache key: the f32 model's canonical bytes and the image list.
+    let picked = pick(&all, limit);
+    // Cache key: the f32 model's bytes and the image list.
     let key = {
-        let mut k = to_bytes(f32_model).map_err(|e| anyhow!("--eval: {e}"))?;
-        for &i in &picked {
-            k.extend_from_slice(all[i].path.as_os_str().as_encoded_bytes());
+        let mut k = f32.to_vec();
+        for s in &picked {
+            k.extend_from_slice(s.path.as_os_str().as_encoded_bytes());
             k.push(0);
         }
         vimvq_rt::format::crc32(&k).to_le_bytes()
@@ -361,85 +368,104 @@ fn evaluate(
     let want_len = 8 + 4 * picked.len() * classes;
     let cached = cache
         .and_then(|p| std::fs::read(p).ok())
-        .filter(|b| b.len() == want_len && b[..4] == *b"VQLG" && b[4..8] == key)
+        .filter(|b| b.len() == want_len && b[..4] == *CACHE_MAGIC && b[4..8] == key)
         .map(|b| {
             b[8..]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect::<Vec<f32>>()
         });
-    let lf = match cached {
-        Some(l) => l,
-        None => {
-            let l = vimvq_pack::quantize::logits(f32_model, &images, threads).map_err(err)?;
-            if let Some(p) = cache {
-                let mut b = Vec::with_capacity(want_len);
-                b.extend_from_slice(b"VQLG");
-                b.extend_from_slice(&key);
-                for v in &l {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-                output::write_atomic(p, &b).map_err(|e| anyhow!("{}: {e}", p.display()))?;
-            }
-            l
-        }
+    let reference = match &cached {
+        Some(l) => Reference::Logits(l),
+        None => Reference::Model(f32_model),
     };
-    let lq = vimvq_pack::quantize::logits(q, &images, threads).map_err(err)?;
-    let (mut t1, mut t5, mut f1, mut f5, mut agree, mut kl) = (0, 0, 0, 0, 0, 0.0f64);
-    let k5 = 5.min(classes);
-    for ((&i, a), b) in picked
-        .iter()
-        .zip(lf.chunks_exact(classes))
-        .zip(lq.chunks_exact(classes))
-    {
-        let y = all[i].class;
-        let class = |top: &[vimvq_rt::context::Top]| -> Vec<usize> {
-            top.iter().map(|t| t.class_index as usize).collect()
-        };
-        let (ta, tb) = (
-            class(&super::top_classes(a, k5)),
-            class(&super::top_classes(b, k5)),
-        );
-        f1 += usize::from(ta[0] == y);
-        f5 += usize::from(ta.contains(&y));
-        t1 += usize::from(tb[0] == y);
-        t5 += usize::from(tb.contains(&y));
-        agree += usize::from(ta[0] == tb[0]);
-        kl += kl_logits(a, b);
+    let bar = if progress_allowed(false) {
+        let b = ProgressBar::new(picked.len() as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("eval {bar:40} {pos}/{len} images, {per_sec}, eta {eta}")
+        {
+            b.set_style(style);
+        }
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let scores = evaluate(q_model, reference, &picked, threads, cache.is_some(), &bar);
+    bar.finish_and_clear();
+    let scores = scores.map_err(|e| anyhow!("--eval: {e:#}"))?;
+    let r = scores
+        .reference
+        .ok_or_else(|| anyhow!("--eval: no reference scores"))?;
+    if let (Some(p), None) = (cache, &cached) {
+        let mut b = Vec::with_capacity(want_len);
+        b.extend_from_slice(CACHE_MAGIC);
+        b.extend_from_slice(&key);
+        for v in &r.logits {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        output::write_atomic(p, &b).map_err(|e| anyhow!("{}: {e}", p.display()))?;
     }
-    let c = picked.len().max(1) as f64;
     Ok(serde_json::json!({
         "data": dir.display().to_string(),
-        "count": picked.len(),
-        "top1": t1 as f64 / c,
-        "top5": t5 as f64 / c,
-        "f32_top1": f1 as f64 / c,
-        "f32_top5": f5 as f64 / c,
-        "top1_agreement": agree as f64 / c,
-        "mean_kl": kl / c,
+        "count": scores.count,
+        "top1": scores.top1,
+        "top5": scores.top5,
+        "f32_top1": r.top1,
+        "f32_top5": r.top5,
+        "top1_agreement": r.top1_agreement,
+        "mean_kl": r.mean_kl,
         "seconds": start.elapsed().as_secs_f64(),
     }))
 }
 
-/// Progress bars on stderr (hidden when it is not a terminal).
+/// First bytes of an `--eval-f32-cache` file (the runtime's logits; a cache of the former
+/// host-side evaluator, `VQLG`, is not reused).
+const CACHE_MAGIC: &[u8; 4] = b"VQLR";
+
+/// Progress on stderr: bars when it is a terminal; otherwise (a log, a pipe) one line per
+/// block, so a long run can be followed and scripts can tell which block is running.
 struct Bars {
-    enabled: bool,
+    terminal: bool,
+    state: PathBuf,
     bar: Option<ProgressBar>,
     units: Option<ProgressBar>,
 }
 
+/// `s` seconds as `12.3 s`, `4 min 05 s` or `1 h 02 min`.
+fn duration(s: f64) -> String {
+    let t = s.max(0.0).round() as u64;
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else if t < 3600 {
+        format!("{} min {:02} s", t / 60, t % 60)
+    } else {
+        format!("{} h {:02} min", t / 3600, t % 3600 / 60)
+    }
+}
+
 impl Bars {
-    fn event(&mut self, e: ProgressEvent) {
-        if !self.enabled {
-            return;
+    /// Prints a line above the bars (terminal) or on its own (otherwise).
+    fn line(&self, s: &str) {
+        match self.bar.as_ref().or(self.units.as_ref()) {
+            Some(b) if self.terminal => b.println(s),
+            _ => {
+                let _ = writeln!(std::io::stderr().lock(), "{s}");
+            }
         }
+    }
+
+    fn event(&mut self, e: ProgressEvent) {
         match e {
+            ProgressEvent::Resumed { done, count } => self.line(&format!(
+                "resuming from {}: {done}/{count} blocks already done",
+                super::escape_text(&self.state.display().to_string())
+            )),
             ProgressEvent::Start {
                 unit,
                 index,
                 count,
                 steps,
-            } => {
+            } if self.terminal => {
                 if steps > 0 {
                     let b = ProgressBar::new(steps as u64);
                     if let Ok(s) = ProgressStyle::with_template(
@@ -459,6 +485,7 @@ impl Bars {
                         }
                         b
                     });
+                    b.set_position(index as u64);
                     b.set_message(unit);
                 }
             }
@@ -476,15 +503,29 @@ impl Bars {
                     ));
                 }
             }
-            ProgressEvent::Done { unit, loss } => {
+            ProgressEvent::Done {
+                unit,
+                loss,
+                seconds,
+                eta,
+            } => {
+                let text = format!(
+                    "{unit}: block loss {loss:.4e} ({}); {}/{} blocks, elapsed {}, ETA {}",
+                    duration(seconds),
+                    eta.done,
+                    eta.total,
+                    duration(eta.elapsed),
+                    duration(eta.remaining),
+                );
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();
-                    b.println(format!("{unit}: block loss {loss:.4e}"));
                 }
+                self.line(&text);
                 if let Some(b) = &self.units {
                     b.inc(1);
                 }
             }
+            ProgressEvent::Start { .. } => {}
         }
     }
 
@@ -503,8 +544,10 @@ pub fn run(a: PackArgs) -> Result<()> {
     let start = Instant::now();
     let opts = a.options()?;
     let mopts = a.model.to_options()?;
+    let state = StateFile::path_for(&a.output);
     // Output folders are checked before the long work.
-    for p in std::iter::once(&a.output)
+    for p in [&a.output, &state]
+        .into_iter()
         .chain(&a.report)
         .chain(&a.eval_f32_cache)
     {
@@ -524,27 +567,45 @@ pub fn run(a: PackArgs) -> Result<()> {
         );
     })?;
     let mut bars = Bars {
-        enabled: progress_allowed(false),
+        terminal: progress_allowed(false),
+        state: state.clone(),
         bar: None,
         units: None,
     };
-    let result = quantize(&f32_model, &calib.images, &opts, &mut |e| bars.event(e));
+    let state_file = StateFile {
+        path: state.clone(),
+        image_names: calib
+            .files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    };
+    let result = quantize_resumable(&f32_model, &calib.images, &opts, &state_file, &mut |e| {
+        bars.event(e)
+    });
     bars.finish();
-    let (q, report) = result.map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;
+    let (q, report) = result.map_err(|e| match e {
+        QuantError::Resume(m) => anyhow!("{m}"),
+        e => anyhow!("{}: {e}", a.checkpoint.display()),
+    })?;
+    let bytes = to_bytes(&q).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
+    drop(q);
     let eval = match &a.eval {
-        Some(dir) => Some(evaluate(
-            dir,
-            a.eval_limit,
-            a.eval_f32_cache.as_deref(),
-            &f32_model,
-            &q,
-            opts.vq.threads,
-        )?),
+        Some(dir) => {
+            let f32_bytes = to_bytes(&f32_model).map_err(|e| anyhow!("--eval: {e}"))?;
+            Some(evaluate(
+                dir,
+                a.eval_limit,
+                a.eval_f32_cache.as_deref(),
+                &f32_bytes,
+                &bytes,
+                opts.vq.threads,
+            )?)
+        }
         None => None,
     };
     drop(f32_model);
 
-    let bytes = to_bytes(&q).map_err(|e| anyhow!("{}: {e}", a.output.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     let mut json = report.to_json();
     if let Some(obj) = json.as_object_mut() {
@@ -583,6 +644,13 @@ pub fn run(a: PackArgs) -> Result<()> {
     if let Some((p, r)) = report_file {
         r.commit()
             .map_err(|e| anyhow!("{}: cannot write the report: {e}", p.display()))?;
+    }
+    // The output is complete: the saved state has served its purpose.
+    match std::fs::remove_file(&state) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            bail!("{}: cannot remove the pack state: {e}", state.display())
+        }
+        _ => {}
     }
     if let Some(e) = &eval {
         print_line(&format!(

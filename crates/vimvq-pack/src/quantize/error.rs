@@ -55,6 +55,10 @@ pub enum QuantError {
         /// Step.
         step: usize,
     },
+    /// The saved state of a resumable run cannot be used or written (the message names the file
+    /// and what to do).
+    #[error("{0}")]
+    Resume(String),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),

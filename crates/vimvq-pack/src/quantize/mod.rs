@@ -34,6 +34,9 @@
 //!      dequantized f32 weight (the file has no RTN storage); the report counts its ideal bits.
 //! 4. `r_{b+1} = r_b + mixer_q(hn)` with the hard quantized block.
 //!
+//! [`quantize_resumable`] also saves the run's state after every block and, started again with
+//! the same inputs, continues after the last finished block ([`StateFile`], `resume.rs`).
+//!
 //! # Determinism
 //! The output depends only on the model, the images (and their order), and the options, never on
 //! `threads`: every parallel loop splits per-image or per-point work whose results do not depend
@@ -45,6 +48,7 @@ mod forward;
 mod options;
 mod progress;
 mod report;
+mod resume;
 mod roles;
 
 use std::time::Instant;
@@ -59,12 +63,14 @@ use crate::vq::{
 
 pub use self::error::QuantError;
 pub use self::options::{Objective, QuantMethod, QuantOptions};
-pub use self::progress::ProgressEvent;
+pub use self::progress::{Eta, ProgressEvent};
+pub use self::resume::StateFile;
 pub use self::roles::QUANT_ROLES;
 pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
 
 use self::block::{role_shape, set, BlockData, TrainSettings};
 use self::forward::{embed_image, mixer_batch, mixer_batch_taps, parallel_for, rmsnorm_rows};
+use self::resume::{Fingerprint, Snapshot};
 use self::roles::BIAS_ROLES;
 
 /// Images per chunk of the f32 target / Hessian pass (bounds its memory).
@@ -144,6 +150,32 @@ pub fn quantize(
     opts: &QuantOptions,
     progress: &mut dyn FnMut(ProgressEvent),
 ) -> Result<(PackedModel, Report), QuantError> {
+    run(model, calib, opts, None, progress)
+}
+
+/// [`quantize`], saving the run's state to `state` after every block. If `state.path` already
+/// holds the state of a run with the same model, calibration images (names and content) and
+/// options (any `threads`), the run continues after its last finished block, and the result is
+/// identical to an uninterrupted run's; a state from another run, or a damaged one, is a
+/// [`QuantError::Resume`] naming the file. The caller removes the file once the output is
+/// written.
+pub fn quantize_resumable(
+    model: &PackedModel,
+    calib: &[Vec<f32>],
+    opts: &QuantOptions,
+    state: &StateFile,
+    progress: &mut dyn FnMut(ProgressEvent),
+) -> Result<(PackedModel, Report), QuantError> {
+    run(model, calib, opts, Some(state), progress)
+}
+
+fn run(
+    model: &PackedModel,
+    calib: &[Vec<f32>],
+    opts: &QuantOptions,
+    state: Option<&StateFile>,
+    progress: &mut dyn FnMut(ProgressEvent),
+) -> Result<(PackedModel, Report), QuantError> {
     let start = Instant::now();
     opts.validate()?;
     let vq = opts.effective_vq();
@@ -177,9 +209,40 @@ pub fn quantize(
     let row = len * d;
     let n_img = calib.len();
 
-    // 1. The f32 prefix: residual stream r_0 of every image.
-    let mut residual = vec![0.0f32; n_img * row];
-    {
+    let mut out = model.clone();
+    let mut report = Report::new(opts, &vq, n_img, threads);
+    let (mut bits_idx, mut bits_cb32, mut bits_cb16, mut n_weights) = (0.0, 0.0, 0.0, 0usize);
+    let saving = match state {
+        Some(file) => Some((
+            file,
+            Fingerprint::new(model, calib, &file.image_names, opts)?,
+        )),
+        None => None,
+    };
+    let restored = match &saving {
+        Some((file, fp)) => resume::load(file, fp, model, n_img)?,
+        None => None,
+    };
+    let mut residual;
+    if let Some(st) = restored {
+        // Continue after the saved blocks: their tensors, report entries and residual stream.
+        let roles = QUANT_ROLES.iter().chain(BIAS_ROLES.iter().map(|(_, b)| b));
+        for (i, (data, &role)) in st.tensors.into_iter().zip(roles.cycle()).enumerate() {
+            replace(&mut out, role, i / (QUANT_ROLES.len() + BIAS_ROLES.len()), data)?;
+        }
+        residual = st.residual;
+        report.layers = st.layers;
+        report.blocks = st.blocks;
+        report.resumed_blocks = report.blocks.len();
+        [bits_idx, bits_cb32, bits_cb16] = st.bits;
+        n_weights = usize::try_from(st.weights).map_err(|_| QuantError::Internal("weights"))?;
+        progress(ProgressEvent::Resumed {
+            done: report.blocks.len(),
+            count: cfg.depth,
+        });
+    } else {
+        // 1. The f32 prefix: residual stream r_0 of every image.
+        residual = vec![0.0f32; n_img * row];
         let w = tensors.get(Role::PatchWeight, 0)?;
         let w_t = crate::calib::ops::transpose(w, d, cfg.patch_len());
         let bias = tensors.get(Role::PatchBias, 0)?;
@@ -195,15 +258,12 @@ pub fn quantize(
         );
     }
 
-    let mut out = model.clone();
-    let mut report = Report::new(opts, &vq, n_img, threads);
-    let (mut bits_idx, mut bits_cb32, mut bits_cb16, mut n_weights) = (0.0, 0.0, 0.0, 0usize);
     let mut hn = vec![0.0f32; n_img * row];
     let block_steps = match opts.effective_objective() {
         Some(Objective::Block) => vq.steps,
         _ => 0,
     };
-    for b in 0..cfg.depth {
+    for b in report.blocks.len()..cfg.depth {
         let block_start = Instant::now();
         let params = tensors.block(&cfg, b)?;
         let unit = format!("block {b}");
@@ -353,11 +413,33 @@ pub fn quantize(
             *r += y;
         }
         stat.seconds = block_start.elapsed().as_secs_f64();
+        let (loss, seconds) = (stat.loss, stat.seconds);
+        report.blocks.push(stat);
+        if let Some((file, fp)) = &saving {
+            let roles = QUANT_ROLES.iter().chain(BIAS_ROLES.iter().map(|(_, b)| b));
+            let mut tensors = Vec::new();
+            for layer in 0..=b {
+                for &role in roles.clone() {
+                    tensors.push(tensor(&out, role, layer)?);
+                }
+            }
+            let snapshot = Snapshot {
+                residual: &residual,
+                tensors,
+                layers: &report.layers,
+                blocks: &report.blocks,
+                bits: [bits_idx, bits_cb32, bits_cb16],
+                weights: n_weights as u64,
+            };
+            resume::save(file, fp, &snapshot)?;
+        }
+        let times: Vec<f64> = report.blocks.iter().map(|s| s.seconds).collect();
         progress(ProgressEvent::Done {
             unit,
-            loss: stat.loss,
+            loss,
+            seconds,
+            eta: Eta::after_blocks(&times, cfg.depth, start.elapsed().as_secs_f64()),
         });
-        report.blocks.push(stat);
     }
     let nw = n_weights.max(1) as f64;
     report.quantized_weights = n_weights;
@@ -385,6 +467,16 @@ pub fn quantize(
     Ok((out, report))
 }
 
+/// The data of tensor `(role, layer)` of `model`.
+fn tensor(model: &PackedModel, role: Role, layer: usize) -> Result<&TensorData, QuantError> {
+    model
+        .tensors
+        .iter()
+        .find(|t| t.role == role && t.layer == layer)
+        .map(|t| &t.data)
+        .ok_or(QuantError::Internal("output tensor"))
+}
+
 /// Replaces the data of tensor `(role, layer)` of `model`.
 fn replace(
     model: &mut PackedModel,
@@ -399,115 +491,4 @@ fn replace(
         .ok_or(QuantError::Internal("output tensor"))?;
     t.data = data;
     Ok(())
-}
-
-/// Logits of `model` (f32 or quantized: VQ tensors are dequantized) on normalised CHW images,
-/// `images.len() × num_classes`, computed with the same f32 block forward as the calibration
-/// (batched over images and threads). A fast host-side evaluator for result tables and tests; the
-/// deployment path is `vimvq_rt::forward::infer`, which agrees with it to f32 rounding.
-pub fn logits(
-    model: &PackedModel,
-    images: &[Vec<f32>],
-    threads: usize,
-) -> Result<Vec<f32>, QuantError> {
-    let cfg = model.config;
-    cfg.check()
-        .map_err(|e| QuantError::Model(format!("invalid config: {e}")))?;
-    let threads = threads.max(1);
-    let dense = |role: Role, layer: usize| -> Result<Vec<f32>, QuantError> {
-        let t = model
-            .tensors
-            .iter()
-            .find(|t| t.role == role && t.layer == layer)
-            .ok_or_else(|| {
-                QuantError::Model(format!("tensor {role:?} of layer {layer} is missing"))
-            })?;
-        Ok(match &t.data {
-            TensorData::F32(v) => v.clone(),
-            TensorData::Vq {
-                codebook,
-                k,
-                d,
-                indices,
-                ..
-            } => VqLayer {
-                rows: t.rows,
-                cols: t.cols,
-                k: *k,
-                d: *d,
-                codebook: codebook.clone(),
-                indices: indices.clone(),
-            }
-            .dequantize(),
-        })
-    };
-    let (len, d, classes, pos) = (cfg.seq_len(), cfg.embed_dim, cfg.num_classes, cfg.cls_pos());
-    let row = len * d;
-    let w_t = crate::calib::ops::transpose(&dense(Role::PatchWeight, 0)?, d, cfg.patch_len());
-    let (bias, cls, pe) = (
-        dense(Role::PatchBias, 0)?,
-        dense(Role::ClsToken, 0)?,
-        dense(Role::PosEmbed, 0)?,
-    );
-    let mut blocks = Vec::with_capacity(cfg.depth);
-    for b in 0..cfg.depth {
-        let mut tensors = Vec::new();
-        for role in crate::calib::MIXER_ROLES {
-            tensors.push((role, dense(role, b)?));
-        }
-        let p = BlockParams::<f32>::from_roles(&cfg, |role| {
-            tensors
-                .iter()
-                .find(|(r, _)| *r == role)
-                .map(|(_, v)| v.as_slice())
-        })
-        .map_err(|source| QuantError::Block { block: b, source })?;
-        blocks.push((p, dense(Role::Norm, b)?));
-    }
-    let (norm_f, head_w, head_b) = (
-        dense(Role::NormF, 0)?,
-        dense(Role::HeadWeight, 0)?,
-        dense(Role::HeadBias, 0)?,
-    );
-    let mut out = vec![0.0f32; images.len() * classes];
-    for (chunk, o) in images.chunks(256).zip(out.chunks_mut(256 * classes.max(1))) {
-        for (index, img) in chunk.iter().enumerate() {
-            if img.len() != cfg.input_len() {
-                return Err(QuantError::BadImage {
-                    index,
-                    msg: format!("{} values, the model takes {}", img.len(), cfg.input_len()),
-                });
-            }
-        }
-        let mut residual = vec![0.0f32; chunk.len() * row];
-        let mut items: Vec<(&Vec<f32>, &mut [f32])> =
-            chunk.iter().zip(residual.chunks_exact_mut(row)).collect();
-        parallel_for(
-            &mut items,
-            threads,
-            || (),
-            |_, (img, out)| embed_image(&cfg, &w_t, &bias, &cls, &pe, img, out),
-        );
-        let mut hn = vec![0.0f32; residual.len()];
-        for (p, norm) in &blocks {
-            rmsnorm_rows(&residual, norm, cfg.norm_eps, &mut hn);
-            let y = mixer_batch(p, &hn, len, threads);
-            for (r, v) in residual.iter_mut().zip(&y) {
-                *r += v;
-            }
-        }
-        let mut feat = vec![0.0f32; d];
-        for (res, lo) in residual.chunks_exact(row).zip(o.chunks_exact_mut(classes)) {
-            rmsnorm_rows(
-                &res[pos * d..(pos + 1) * d],
-                &norm_f,
-                cfg.norm_eps,
-                &mut feat,
-            );
-            for ((l, w), b) in lo.iter_mut().zip(head_w.chunks_exact(d)).zip(&head_b) {
-                *l = w.iter().zip(&feat).map(|(a, x)| a * x).sum::<f32>() + b;
-            }
-        }
-    }
-    Ok(out)
 }

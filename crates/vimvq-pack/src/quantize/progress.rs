@@ -1,8 +1,15 @@
-//! [`ProgressEvent`]: what a quantization run reports as it goes.
+//! [`ProgressEvent`]: what a quantization run reports as it goes, and the run's [`Eta`].
 
 /// Progress of [`quantize`](super::quantize), for progress bars.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProgressEvent {
+    /// A resumed run continues after `done` of `count` blocks restored from its saved state.
+    Resumed {
+        /// Blocks restored.
+        done: usize,
+        /// Blocks in the model.
+        count: usize,
+    },
     /// A unit of work starts: a block (block objective) or a layer.
     Start {
         /// `block 2` or a tensor name.
@@ -32,5 +39,50 @@ pub enum ProgressEvent {
         /// Final hard loss (block: relative block MSE on all calibration images; layer: its
         /// relative output error).
         loss: f64,
+        /// Wall time of the unit, seconds.
+        seconds: f64,
+        /// Where the whole run stands.
+        eta: Eta,
     },
+}
+
+/// Where a run stands after a block: blocks done, time spent, time left.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Eta {
+    /// Blocks finished (restored ones included).
+    pub done: usize,
+    /// Blocks in the model.
+    pub total: usize,
+    /// Seconds since this process started quantizing.
+    pub elapsed: f64,
+    /// Estimated seconds until the blocks are all done.
+    pub remaining: f64,
+}
+
+impl Eta {
+    /// The run's ETA after `block_seconds.len()` finished blocks (their wall times) of `total`:
+    /// the mean block time so far × the blocks left.
+    pub fn after_blocks(block_seconds: &[f64], total: usize, elapsed: f64) -> Self {
+        let done = block_seconds.len();
+        let mean = block_seconds.iter().sum::<f64>() / done.max(1) as f64;
+        Eta {
+            done,
+            total,
+            elapsed,
+            remaining: mean * total.saturating_sub(done) as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_is_the_mean_block_time_times_the_blocks_left() {
+        let e = Eta::after_blocks(&[2.0, 4.0], 5, 7.5);
+        assert_eq!((e.done, e.total, e.elapsed, e.remaining), (2, 5, 7.5, 9.0));
+        assert_eq!(Eta::after_blocks(&[3.0; 4], 4, 12.0).remaining, 0.0);
+        assert_eq!(Eta::after_blocks(&[], 4, 0.0).remaining, 0.0);
+    }
 }

@@ -80,6 +80,8 @@ pub struct Report {
     pub layers: Vec<LayerStat>,
     /// Per block.
     pub blocks: Vec<BlockStat>,
+    /// Blocks restored from a saved state instead of computed by this run.
+    pub resumed_blocks: usize,
 }
 
 impl Report {
@@ -102,6 +104,7 @@ impl Report {
             images_steps_per_second: 0.0,
             layers: Vec::new(),
             blocks: Vec::new(),
+            resumed_blocks: 0,
         }
     }
 
@@ -149,6 +152,7 @@ impl Report {
             "peak_rss_bytes": self.peak_rss_bytes,
             "threads": self.threads,
             "images_steps_per_second": self.images_steps_per_second,
+            "resumed_blocks": self.resumed_blocks,
             "settings": {
                 "steps": if calibrated { e.steps } else { 0 },
                 "batch": o.batch,
