@@ -7,7 +7,8 @@
 
 use vimvq_pack::calib::{BlockDims, BlockParams};
 use vimvq_pack::quantize::{
-    quantize, Objective, ProgressEvent, QuantMethod, QuantOptions, Report, QUANT_ROLES,
+    quantize, quantize_resumable, Objective, ProgressEvent, QuantMethod, QuantOptions, Report,
+    StateFile, QUANT_ROLES,
 };
 use vimvq_pack::vq::rng::SplitMix64;
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel, PackedTensor, Role, TensorData};
@@ -413,30 +414,215 @@ fn report_json_has_the_cli_fields() {
     assert!(j["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
 
-/// The host evaluator (`quantize::logits`) against the runtime (`vimvq_rt::forward::infer`) on the
-/// written file, for the f32 model and a quantized one: same logits up to f32 rounding of two
-/// different summation orders.
-#[test]
-fn host_logits_match_the_runtime() {
-    use vimvq_rt::format::to_bytes;
-    use vimvq_rt::format::AlignedBytes;
-    use vimvq_rt::model::Model;
-    let calib = images(6);
-    let (q, _) = run(&opts(QuantMethod::VimVq, Objective::Block), &calib);
-    for m in [model(), q] {
-        let host = vimvq_pack::quantize::logits(&m, &calib, 2).unwrap();
-        let bytes = AlignedBytes::from_slice(&to_bytes(&m).unwrap());
-        let rt = Model::parse(&bytes).unwrap();
-        let mut scratch = vec![0u8; rt.scratch_bytes()];
-        let mut out = vec![0.0f32; 5];
-        for (img, h) in calib.iter().zip(host.chunks_exact(5)) {
-            vimvq_rt::forward::infer(&rt, img, &mut out, &mut scratch).unwrap();
-            for (a, b) in out.iter().zip(h) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                    "runtime {a} vs host {b}"
-                );
+// ---- resumable runs ------------------------------------------------------------------------
+
+fn state_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quantize-resume-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("calib/{i}.png")).collect()
+}
+
+/// Runs resumably with the state in `dir/out.vimvq.resume`; copies the state saved after the
+/// first block to `dir/after0` (a run killed during block 1 leaves exactly that file).
+fn run_saving(
+    dir: &std::path::Path,
+    o: &QuantOptions,
+    calib: &[Vec<f32>],
+) -> Result<(PackedModel, Report, Vec<ProgressEvent>), vimvq_pack::quantize::QuantError> {
+    let state = StateFile {
+        path: StateFile::path_for(&dir.join("out.vimvq")),
+        image_names: names(calib.len()),
+    };
+    let mut events = Vec::new();
+    let (m, r) = quantize_resumable(&model(), calib, o, &state, &mut |e| {
+        if let ProgressEvent::Done { eta, .. } = &e {
+            if eta.done == 1 {
+                std::fs::copy(&state.path, dir.join("after0")).unwrap();
             }
         }
+        events.push(e);
+    })?;
+    Ok((m, r, events))
+}
+
+#[test]
+fn a_resumed_run_equals_the_uninterrupted_one_byte_for_byte() {
+    let calib = images(10);
+    for (method, objective) in [
+        (QuantMethod::VimVq, Objective::Block),
+        (QuantMethod::Gptvq, Objective::Layer),
+    ] {
+        let dir = state_dir(method.name());
+        let mut o = opts(method, objective);
+        o.vq.steps = 20;
+        let (full, full_report) = run(&o, &calib);
+        let (m, _, events) = run_saving(&dir, &o, &calib).unwrap();
+        assert_eq!(m, full, "{method:?}: saving the state changes nothing");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::Resumed { .. })));
+        // "Killed" during block 1: its state is the one saved after block 0. Resume on 2 threads.
+        let state = StateFile::path_for(&dir.join("out.vimvq"));
+        std::fs::copy(dir.join("after0"), &state).unwrap();
+        o.vq.threads = 2;
+        let (m, r, events) = run_saving(&dir, &o, &calib).unwrap();
+        assert_eq!(
+            events.first(),
+            Some(&ProgressEvent::Resumed { done: 1, count: 2 })
+        );
+        let starts = events
+            .iter()
+            .filter(|e| matches!(e, ProgressEvent::Start { .. }))
+            .count();
+        assert_eq!(starts, 1, "{method:?}: only block 1 runs again");
+        assert_eq!(m, full, "{method:?}: resumed model");
+        assert_eq!(to_bytes(&m).unwrap(), to_bytes(&full).unwrap());
+        assert_eq!(r.resumed_blocks, 1);
+        assert_eq!(r.layers, full_report.layers, "{method:?}: layer report");
+        let losses = |r: &Report| r.blocks.iter().map(|b| b.loss).collect::<Vec<_>>();
+        assert_eq!(losses(&r), losses(&full_report));
+        assert_eq!(r.blocks[0].loss_history, full_report.blocks[0].loss_history);
+        assert_eq!(r.true_bits_per_weight, full_report.true_bits_per_weight);
+        // A finished run's state resumes to the end without computing anything.
+        let (m, r, events) = run_saving(&dir, &o, &calib).unwrap();
+        assert_eq!((m, r.resumed_blocks, events.len()), (full, 2, 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+fn resume_error(dir: &std::path::Path, o: &QuantOptions, calib: &[Vec<f32>]) -> String {
+    let state = StateFile::path_for(&dir.join("out.vimvq"));
+    std::fs::copy(dir.join("after0"), &state).unwrap();
+    let e = run_saving(dir, o, calib).map(|_| ()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, vimvq_pack::quantize::QuantError::Resume(_)),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.contains(&*state.to_string_lossy()) && msg.contains("delete it"),
+        "{msg}"
+    );
+    msg
+}
+
+#[test]
+fn another_run_refuses_the_saved_state_and_says_what_differs() {
+    let calib = images(6);
+    let dir = state_dir("mismatch");
+    let mut o = opts(QuantMethod::VimVq, Objective::Block);
+    o.vq.steps = 10;
+    run_saving(&dir, &o, &calib).unwrap();
+
+    let mut other = o.clone();
+    other.vq.steps = 11;
+    other.vq.seed = 4;
+    let m = resume_error(&dir, &other, &calib);
+    assert!(
+        m.contains("options differ") && m.contains("steps 10 then, 11 now") && m.contains("seed"),
+        "{m}"
+    );
+    let mut other = o.clone();
+    other.vq.schedule_at[0] = 0.3; // a library-only setting
+    assert!(resume_error(&dir, &other, &calib).contains("options differ"));
+
+    // Another checkpoint: one weight changed.
+    let state = StateFile::path_for(&dir.join("out.vimvq"));
+    std::fs::copy(dir.join("after0"), &state).unwrap();
+    let mut m2 = model();
+    if let TensorData::F32(v) = &mut m2.tensors[0].data {
+        v[0] += 1e-3;
+    }
+    let sf = StateFile {
+        path: state.clone(),
+        image_names: names(6),
+    };
+    let e = quantize_resumable(&m2, &calib, &o, &sf, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("checkpoint"), "{e}");
+
+    // Other calibration images: fewer, other content, other names.
+    assert!(resume_error(&dir, &o, &calib[..5]).contains("it used 6 calibration images"));
+    let mut changed = calib.clone();
+    changed[3][0] += 0.5;
+    assert!(resume_error(&dir, &o, &changed).contains("content"));
+    std::fs::copy(dir.join("after0"), &state).unwrap();
+    let sf = StateFile {
+        path: state.clone(),
+        image_names: (0..6).map(|i| format!("other/{i}.png")).collect(),
+    };
+    let e = quantize_resumable(&model(), &calib, &o, &sf, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("other files"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_corrupt_truncated_or_hostile_state_is_a_one_line_error() {
+    let calib = images(4);
+    let dir = state_dir("corrupt");
+    let mut o = opts(QuantMethod::KMeans, Objective::Block);
+    o.vq.kmeans_iters = 5;
+    run_saving(&dir, &o, &calib).unwrap();
+    let state = StateFile::path_for(&dir.join("out.vimvq"));
+    let good = std::fs::read(dir.join("after0")).unwrap();
+    let attempt = |bytes: &[u8]| -> Result<(), String> {
+        std::fs::write(&state, bytes).unwrap();
+        let sf = StateFile {
+            path: state.clone(),
+            image_names: names(4),
+        };
+        match quantize_resumable(&model(), &calib, &o, &sf, &mut |_| {}) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let m = e.to_string();
+                assert!(!m.contains('\n') && m.contains("delete it"), "{m}");
+                Err(m)
+            }
+        }
+    };
+    assert_eq!(attempt(&good), Ok(()));
+    // Truncated anywhere, or one byte flipped: the checksum catches it.
+    for cut in (0..good.len()).step_by(good.len() / 97 + 1) {
+        let m = attempt(&good[..cut]).unwrap_err();
+        assert!(m.contains("corrupt"), "cut {cut}: {m}");
+    }
+    for at in (8..good.len()).step_by(good.len() / 53 + 1) {
+        let mut b = good.clone();
+        b[at] ^= 0x40;
+        let m = attempt(&b).unwrap_err();
+        assert!(m.contains("corrupt") || m.contains("version"), "byte {at}: {m}");
+    }
+    // Crafted with a valid checksum: every byte changed in turn, checksum fixed. Any outcome but a
+    // panic or an unbounded allocation is fine (lengths are checked against the file's bytes).
+    let mut rng = SplitMix64::new(9);
+    for _ in 0..300 {
+        let mut b = good.clone();
+        let at = 12 + rng.below(b.len() - 16);
+        b[at] = b[at].wrapping_add(1 + rng.below(255) as u8);
+        if rng.below(4) == 0 {
+            // A huge length: 0xFF.. over 8 bytes.
+            let end = (at + 8).min(b.len() - 4);
+            b[at..end].fill(0xFF);
+        }
+        let n = b.len() - 4;
+        let crc = vimvq_rt::format::crc32(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        let _ = attempt(&b);
+    }
+    // Not a regular file: refused.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let sf = StateFile {
+        path: state.clone(),
+        image_names: names(4),
+    };
+    let e = quantize_resumable(&model(), &calib, &o, &sf, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
