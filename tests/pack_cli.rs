@@ -416,3 +416,135 @@ fn corrupt_image_is_skipped_and_counted_and_output_is_deterministic() {
     assert_eq!(v["outputs"][0]["logits"].as_array().unwrap().len(), 2);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Issue 13: `vimvq pack` killed with SIGKILL during block k resumes from its saved state
+/// (`OUT.vimvq.resume`) and writes the same bytes as an uninterrupted run; the resumed run also
+/// checks `pack --eval` against `vimvq import` + `vimvq eval --reference` on the written file
+/// (bit-equal numbers), and a state from another run is refused with a one-line error.
+#[cfg(unix)]
+#[test]
+fn sigkill_during_a_block_then_rerun_gives_the_same_file() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let st = root().join("models/fashion-mnist/vim_fmnist.safetensors");
+    let calib = root().join("models/fashion-mnist/calib");
+    let dir = tmp("resume");
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec!["pack".into(), st.clone().into()];
+        v.extend(["-o".into(), out.as_os_str().to_owned()]);
+        v.extend(["--calib".into(), calib.clone().into()]);
+        for a in ["--calib-count", "32", "--steps", "20", "--threads", "2"] {
+            v.push(a.into());
+        }
+        v
+    };
+    let reference = dir.join("uninterrupted.vimvq");
+    ok(&args(&reference));
+    assert!(!dir.join("uninterrupted.vimvq.resume").exists());
+
+    // Kill during block 2 (0-based): after the line of block 1, whose state is saved before the
+    // line is printed.
+    const K: usize = 2;
+    let out = dir.join("q.vimvq");
+    let state = dir.join("q.vimvq.resume");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vimvq"))
+        .args(args(&out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with(&format!("block {}: ", K - 1)) {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    println!("before the kill: {seen:?}");
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains(&format!("{K}/4 blocks, elapsed")) && l.contains("ETA")),
+        "{seen:?}"
+    );
+    assert!(!out.exists() && state.exists());
+
+    // Another run's options: refused, nothing written, the state kept.
+    let mut other = args(&out);
+    other.extend(["--seed".into(), "1".into()]);
+    let o = vimvq(&other);
+    assert_one_line_error(&o, "delete it to start the pack over");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("q.vimvq.resume") && e.contains("seed 0 then, 1 now"),
+        "{e}"
+    );
+    assert!(!out.exists() && state.exists());
+
+    // The same command (plus report and evaluation, which do not change the result) resumes.
+    let test = dir.join("test");
+    write_test_subset(&test, 20);
+    let rep = dir.join("q.json");
+    let mut again = args(&out);
+    for a in [
+        OsStr::new("--threads"),
+        OsStr::new("1"),
+        OsStr::new("--report"),
+        rep.as_os_str(),
+        OsStr::new("--eval"),
+        test.as_os_str(),
+        OsStr::new("--eval-limit"),
+        OsStr::new("300"),
+    ] {
+        again.push(a.to_owned());
+    }
+    let pos = again.iter().position(|a| a == "--threads").unwrap();
+    again.drain(pos..pos + 2); // the first --threads 2
+    let o = ok(&again);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains(&format!("{K}/4 blocks already done")), "{e}");
+    assert!(
+        fs::read(&out).unwrap() == fs::read(&reference).unwrap(),
+        "the resumed run must write the uninterrupted run's bytes"
+    );
+    assert!(
+        !state.exists(),
+        "the state is removed after the output is written"
+    );
+    let r: Value = serde_json::from_str(&fs::read_to_string(&rep).unwrap()).unwrap();
+    assert_eq!(r["resumed_blocks"].as_u64(), Some(K as u64));
+
+    // pack --eval = vimvq import + vimvq eval --reference on the same file and images.
+    let f32m = dir.join("f32.vimvq");
+    ok(&[
+        OsStr::new("import"),
+        st.as_os_str(),
+        OsStr::new("-o"),
+        f32m.as_os_str(),
+    ]);
+    let rt = eval_json(&out, &test, Some(&f32m), 300);
+    let f = eval_json(&f32m, &test, None, 300);
+    let e = &r["eval"];
+    assert_eq!(e["count"], rt["count"]);
+    for (a, b) in [
+        ("top1", &rt["top1"]),
+        ("top5", &rt["top5"]),
+        ("top1_agreement", &rt["top1_agreement"]),
+        ("mean_kl", &rt["mean_kl"]),
+        ("f32_top1", &f["top1"]),
+        ("f32_top5", &f["top5"]),
+    ] {
+        assert_eq!(
+            e[a].as_f64().unwrap().to_bits(),
+            b.as_f64().unwrap().to_bits(),
+            "{a}: pack --eval {} vs vimvq eval {b}",
+            e[a]
+        );
+    }
+    println!("pack --eval on 300 images: {e}");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -192,13 +192,12 @@ pub fn evaluate(
     } else {
         Vec::new()
     });
-    let ref_logits: Mutex<Vec<f32>> = Mutex::new(
-        if keep_logits && matches!(reference, Reference::Model(_)) {
+    let ref_logits: Mutex<Vec<f32>> =
+        Mutex::new(if keep_logits && matches!(reference, Reference::Model(_)) {
             vec![0.0; count * classes]
         } else {
             Vec::new()
-        },
-    );
+        });
     let next = AtomicUsize::new(0);
     let top1 = AtomicUsize::new(0);
     let top5 = AtomicUsize::new(0);
@@ -253,8 +252,7 @@ pub fn evaluate(
                             Ok(rr) => {
                                 let mut kept = ref_logits.lock().unwrap_or_else(|p| p.into_inner());
                                 if !kept.is_empty() {
-                                    kept[i * classes..(i + 1) * classes]
-                                        .copy_from_slice(rr.logits);
+                                    kept[i * classes..(i + 1) * classes].copy_from_slice(rr.logits);
                                 }
                                 Some(compare(rr.logits, rr.top))
                             }

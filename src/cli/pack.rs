@@ -4,7 +4,9 @@
 //! Calibration set: every image below DIR (an ImageFolder or a flat folder; jpg, jpeg, png, bmp,
 //! webp), sorted by path, shuffled with `--seed`; the first `--calib-count` that decode are used
 //! (an image that does not decode is skipped with a warning and counted in the report). Same
-//! inputs and seed → byte-identical output, for any `--threads`.
+//! inputs and seed → byte-identical output, for any `--threads`. After every block the run's
+//! state is saved to `OUT.vimvq.resume`; the same command started again continues from it
+//! (docs/QUANTIZATION.md, "Resuming a pack").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,7 +80,9 @@ pub struct PackArgs {
     /// PyTorch checkpoint (.pth) or .safetensors, f32 weights
     #[arg(value_name = "CHECKPOINT")]
     pub checkpoint: PathBuf,
-    /// Output model; written to a temporary file and renamed, so it is never left partial
+    /// Output model; written to a temporary file and renamed, so it is never left partial. The
+    /// run's state is saved after every block to OUT.vimvq.resume, and the same command started
+    /// again resumes from it (delete that file to start over)
     #[arg(short = 'o', long = "output", value_name = "OUT.vimvq")]
     pub output: PathBuf,
     /// Calibration images: an ImageFolder (DIR/<class>/<image>) or a flat folder
@@ -150,8 +154,8 @@ pub struct PackArgs {
     /// Ablation: no incremental confirmation (every assignment soft until argmax at the end)
     #[arg(long)]
     pub no_ivq: bool,
-    /// After packing, evaluate the f32 and the quantized model on this ImageFolder (host-side
-    /// batched f32 forward of the dequantized weights) and add accuracy and fidelity to the report
+    /// After packing, evaluate the written file and the f32 model on this ImageFolder with the
+    /// runtime (what `vimvq eval --reference` runs) and add accuracy and fidelity to the report
     #[arg(long, value_name = "DIR")]
     pub eval: Option<PathBuf>,
     /// With --eval: use only N images, spread evenly over the sorted dataset

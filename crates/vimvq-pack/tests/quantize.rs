@@ -596,7 +596,10 @@ fn a_corrupt_truncated_or_hostile_state_is_a_one_line_error() {
         let mut b = good.clone();
         b[at] ^= 0x40;
         let m = attempt(&b).unwrap_err();
-        assert!(m.contains("corrupt") || m.contains("version"), "byte {at}: {m}");
+        assert!(
+            m.contains("corrupt") || m.contains("version"),
+            "byte {at}: {m}"
+        );
     }
     // Crafted with a valid checksum: every byte changed in turn, checksum fixed. Any outcome but a
     // panic or an unbounded allocation is fine (lengths are checked against the file's bytes).

@@ -228,7 +228,12 @@ fn run(
         // Continue after the saved blocks: their tensors, report entries and residual stream.
         let roles = QUANT_ROLES.iter().chain(BIAS_ROLES.iter().map(|(_, b)| b));
         for (i, (data, &role)) in st.tensors.into_iter().zip(roles.cycle()).enumerate() {
-            replace(&mut out, role, i / (QUANT_ROLES.len() + BIAS_ROLES.len()), data)?;
+            replace(
+                &mut out,
+                role,
+                i / (QUANT_ROLES.len() + BIAS_ROLES.len()),
+                data,
+            )?;
         }
         residual = st.residual;
         report.layers = st.layers;

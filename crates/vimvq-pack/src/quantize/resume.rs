@@ -86,7 +86,10 @@ fn settings(o: &QuantOptions) -> Vec<(String, String)> {
         s("k", v.k.to_string()),
         s("d", v.d.to_string()),
         s("rtn bits", o.rtn_bits.to_string()),
-        s("codebook", if o.codebook_f16 { "f16" } else { "f32" }.into()),
+        s(
+            "codebook",
+            if o.codebook_f16 { "f16" } else { "f32" }.into(),
+        ),
         s("steps", v.steps.to_string()),
         s("batch", o.batch.to_string()),
         s("hull", v.hull.to_string()),
@@ -380,7 +383,10 @@ fn decode_state(r: &mut Reader<'_>, model: &PackedModel, images: usize) -> Resul
     let cfg = model.config;
     let blocks = usize::try_from(r.u64()?).map_err(|_| "block count")?;
     if blocks > cfg.depth {
-        return Err(format!("{blocks} blocks saved, the model has {}", cfg.depth));
+        return Err(format!(
+            "{blocks} blocks saved, the model has {}",
+            cfg.depth
+        ));
     }
     let residual = r.f32s()?;
     if residual.len() != images * cfg.seq_len() * cfg.embed_dim {
