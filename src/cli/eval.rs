@@ -121,7 +121,7 @@ pub enum Reference<'m> {
     /// No reference.
     None,
     /// Run this model on every image.
-    Model(Model<'m>),
+    Model(Box<Model<'m>>),
     /// Its logits on every sample, already known (`sample × classes`, from an earlier run of
     /// the same reference model on the same samples).
     Logits(&'m [f32]),
@@ -217,7 +217,7 @@ pub fn evaluate(
                     }
                 };
                 let ref_model = match &reference {
-                    Reference::Model(m) => Some(*m),
+                    Reference::Model(m) => Some(**m),
                     _ => None,
                 };
                 let mut ref_clf = match ref_model.map(|m| Classifier::new(m, 1, k5)).transpose() {
@@ -353,7 +353,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     p.display()
                 );
             }
-            Reference::Model(m)
+            Reference::Model(Box::new(m))
         }
         _ => Reference::None,
     };

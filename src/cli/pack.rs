@@ -381,7 +381,7 @@ fn evaluate(
         });
     let reference = match &cached {
         Some(l) => Reference::Logits(l),
-        None => Reference::Model(f32_model),
+        None => Reference::Model(Box::new(f32_model)),
     };
     let bar = if progress_allowed(false) {
         let b = ProgressBar::new(picked.len() as u64);

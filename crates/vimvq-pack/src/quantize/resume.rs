@@ -252,7 +252,7 @@ pub(super) fn save(
     put_u32(&mut w, VERSION);
     fp.encode(&mut w);
     put_u64(&mut w, state.blocks.len() as u64);
-    put_f32s(&mut w, &state.residual);
+    put_f32s(&mut w, state.residual);
     put_u64(&mut w, state.tensors.len() as u64);
     for t in &state.tensors {
         match *t {
