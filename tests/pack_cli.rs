@@ -234,7 +234,7 @@ fn pack_bundled_model_2bit_small_budget() {
         "same seed must give a byte-identical file"
     );
 
-    // Accuracy and fidelity on the 2,000 test images (host-side evaluator of `pack --eval`).
+    // Accuracy and fidelity on the 2,000 test images (`pack --eval`: the runtime on the file).
     let e = &r["eval"];
     assert_eq!(e["count"].as_u64(), Some(2000));
     let (t1, f1, ag, kl) = (
@@ -253,7 +253,7 @@ fn pack_bundled_model_2bit_small_budget() {
     );
     assert!(kl <= KL_CEILING, "mean KL {kl} above {KL_CEILING}");
 
-    // The deployment path (vimvq-rt executing the VQ tensors) agrees with the host evaluator.
+    // `vimvq eval` on a subset: the same runtime path, run from the files on disk.
     let rt = eval_json(&q, &test, Some(&f32m), 200);
     let rt_ag = rt["top1_agreement"].as_f64().unwrap();
     println!(
