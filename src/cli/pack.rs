@@ -666,6 +666,11 @@ mod tests {
         let o = parse(&["--codebook", "f16"]).unwrap().options().unwrap();
         assert!(o.codebook_f16);
         assert!(parse(&["--codebook", "f8"]).is_err());
+        for m in Method::ALL {
+            let o = parse(&["--method", m.name()]).unwrap().options().unwrap();
+            assert_eq!(o.method, m);
+        }
+        assert!(parse(&["--method", "vim-vq"]).is_err());
         assert!(parse(&["--bits", "2", "--k", "16", "--d", "2"]).is_err());
         assert!(parse(&["--k", "16"]).is_err());
         assert!(parse(&["--bits", "4"]).is_err());

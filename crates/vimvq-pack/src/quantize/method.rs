@@ -75,3 +75,28 @@ impl FromStr for Method {
             .ok_or_else(|| QuantError::Options(format!("unknown method {s:?}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_are_distinct() {
+        for m in Method::ALL {
+            assert_eq!(m.name().parse::<Method>().unwrap(), m);
+            assert_eq!(m.name().to_uppercase().parse::<Method>().unwrap(), m);
+        }
+        let mut names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Method::ALL.len());
+        assert!("vim-vq".parse::<Method>().is_err());
+        assert_eq!(
+            Method::ALL
+                .iter()
+                .filter(|m| !m.is_vq())
+                .collect::<Vec<_>>(),
+            [&Method::Rtn]
+        );
+    }
+}

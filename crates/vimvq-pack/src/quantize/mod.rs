@@ -230,8 +230,9 @@ fn block_layers(
 /// Quantizes `model` (all f32, as [`crate::import::to_packed`] makes it) with `opts`, calibrating
 /// on `calib` (normalised CHW images of [`VimConfig::input_len`] values, in a fixed order).
 ///
-/// `progress` receives [`ProgressEvent`]s in order, from one thread of the run's pool. Returns the quantized model
-/// (preprocessing, labels and every other tensor copied) and the report.
+/// The run uses a rayon pool of `opts.threads` workers; `progress` receives [`ProgressEvent`]s in
+/// order, from one thread of that pool. Returns the quantized model (preprocessing, labels and
+/// every other tensor copied) and the report.
 pub fn quantize(
     model: &PackedModel,
     calib: &[Vec<f32>],
