@@ -7,10 +7,10 @@
 
 use vimvq_pack::calib::{BlockDims, BlockParams};
 use vimvq_pack::quantize::{
-    quantize, quantize_resumable, Objective, ProgressEvent, QuantMethod, QuantOptions, Report,
+    quantize, quantize_resumable, Method, Objective, ProgressEvent, QuantOptions, Report,
     StateFile, QUANT_ROLES,
 };
-use vimvq_pack::vq::rng::SplitMix64;
+use vimvq_pack::rng::SplitMix64;
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::kernels::f16_to_f32;
 use vimvq_rt::model::{Codebook, Model, Weight};
@@ -93,7 +93,7 @@ fn images(n: usize) -> Vec<Vec<f32>> {
 }
 
 /// Small codebooks so that every layer has many more sub-vectors than codewords.
-fn opts(method: QuantMethod, objective: Objective) -> QuantOptions {
+fn opts(method: Method, objective: Objective) -> QuantOptions {
     let mut o = QuantOptions::with_bits(2).unwrap();
     o.method = method;
     o.objective = objective;
@@ -101,7 +101,7 @@ fn opts(method: QuantMethod, objective: Objective) -> QuantOptions {
     o.vq.d = 2;
     o.vq.steps = 60;
     o.vq.kmeans_iters = 20;
-    o.vq.threads = 1;
+    o.threads = 1;
     o
 }
 
@@ -113,14 +113,14 @@ fn run(o: &QuantOptions, calib: &[Vec<f32>]) -> (PackedModel, Report) {
 fn same_seed_same_model_for_any_thread_count() {
     let calib = images(12);
     for objective in [Objective::Block, Objective::Layer] {
-        let mut o = opts(QuantMethod::VimVq, objective);
+        let mut o = opts(Method::VimVq, objective);
         let (a, _) = run(&o, &calib);
         let (b, _) = run(&o, &calib);
         assert_eq!(a, b, "{objective:?}: same seed, same threads");
-        o.vq.threads = 2;
+        o.threads = 2;
         let (c, _) = run(&o, &calib);
         assert_eq!(a, c, "{objective:?}: 1 vs 2 threads");
-        o.vq.threads = 3;
+        o.threads = 3;
         let (d, _) = run(&o, &calib);
         assert_eq!(a, d, "{objective:?}: 1 vs 3 threads");
         o.vq.seed = 1;
@@ -133,12 +133,7 @@ fn same_seed_same_model_for_any_thread_count() {
 fn every_quantized_tensor_is_vq_with_valid_indices() {
     let calib = images(8);
     let f32_model = model();
-    for method in [
-        QuantMethod::VimVq,
-        QuantMethod::Vq4dit,
-        QuantMethod::KMeans,
-        QuantMethod::Gptvq,
-    ] {
+    for method in [Method::VimVq, Method::Vq4dit, Method::KMeans, Method::Gptvq] {
         let o = opts(method, Objective::Block);
         let (q, report) = run(&o, &calib);
         assert_eq!(q.tensors.len(), f32_model.tensors.len());
@@ -191,7 +186,7 @@ fn every_quantized_tensor_is_vq_with_valid_indices() {
 fn f16_codebooks_are_the_rounded_f32_ones_and_the_file_stores_them_as_f16() {
     let calib = images(8);
     // k-means has no calibration, so rounding at the end of each layer is the only difference.
-    let o32 = opts(QuantMethod::KMeans, Objective::Block);
+    let o32 = opts(Method::KMeans, Objective::Block);
     let o16 = QuantOptions {
         codebook_f16: true,
         ..o32.clone()
@@ -250,7 +245,7 @@ fn f16_codebooks_are_the_rounded_f32_ones_and_the_file_stores_them_as_f16() {
 #[test]
 fn rtn_stores_dequantized_f32_with_at_most_2_pow_b_levels_per_row() {
     let calib = images(4);
-    let o = opts(QuantMethod::Rtn, Objective::Block);
+    let o = opts(Method::Rtn, Objective::Block);
     let (q, report) = run(&o, &calib);
     for t in q.tensors.iter().filter(|t| QUANT_ROLES.contains(&t.role)) {
         let TensorData::F32(w) = &t.data else {
@@ -272,7 +267,7 @@ fn rtn_stores_dequantized_f32_with_at_most_2_pow_b_levels_per_row() {
 #[test]
 fn block_objective_learns_and_beats_kmeans() {
     let calib = images(16);
-    let mut o = opts(QuantMethod::VimVq, Objective::Block);
+    let mut o = opts(Method::VimVq, Objective::Block);
     o.vq.steps = 120;
     let mut steps_seen = 0;
     let mut last_confirmed = 0.0;
@@ -313,7 +308,7 @@ fn block_objective_learns_and_beats_kmeans() {
     }
     assert!(report.images_steps_per_second > 0.0);
     // The k-means method reports the same block loss as the k-means initialisation.
-    let (_, km) = run(&opts(QuantMethod::KMeans, Objective::Block), &calib);
+    let (_, km) = run(&opts(Method::KMeans, Objective::Block), &calib);
     assert!(
         (km.blocks[0].loss - report.blocks[0].kmeans_loss.unwrap()).abs()
             <= 1e-9 * km.blocks[0].loss
@@ -341,7 +336,7 @@ fn block_objective_learns_and_beats_kmeans() {
 #[test]
 fn ablation_switches_change_the_run() {
     let calib = images(8);
-    let full = opts(QuantMethod::VimVq, Objective::Block);
+    let full = opts(Method::VimVq, Objective::Block);
     let mut no_ivq = full.clone();
     no_ivq.ivq = false;
     let mut no_hull = full.clone();
@@ -366,7 +361,7 @@ fn ablation_switches_change_the_run() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let o = opts(QuantMethod::VimVq, Objective::Block);
+    let o = opts(Method::VimVq, Objective::Block);
     let m = model();
     let e = quantize(&m, &[], &o, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("no calibration images"), "{e}");
@@ -386,7 +381,7 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn report_json_has_the_cli_fields() {
-    let (_, r) = run(&opts(QuantMethod::Vq4dit, Objective::Layer), &images(4));
+    let (_, r) = run(&opts(Method::Vq4dit, Objective::Layer), &images(4));
     let j = r.to_json();
     for key in [
         "method",
@@ -455,8 +450,8 @@ fn run_saving(
 fn a_resumed_run_equals_the_uninterrupted_one_byte_for_byte() {
     let calib = images(10);
     for (method, objective) in [
-        (QuantMethod::VimVq, Objective::Block),
-        (QuantMethod::Gptvq, Objective::Layer),
+        (Method::VimVq, Objective::Block),
+        (Method::Gptvq, Objective::Layer),
     ] {
         let dir = state_dir(method.name());
         let mut o = opts(method, objective);
@@ -470,7 +465,7 @@ fn a_resumed_run_equals_the_uninterrupted_one_byte_for_byte() {
         // "Killed" during block 1: its state is the one saved after block 0. Resume on 2 threads.
         let state = StateFile::path_for(&dir.join("out.vimvq"));
         std::fs::copy(dir.join("after0"), &state).unwrap();
-        o.vq.threads = 2;
+        o.threads = 2;
         let (m, r, events) = run_saving(&dir, &o, &calib).unwrap();
         assert_eq!(
             events.first(),
@@ -517,7 +512,7 @@ fn resume_error(dir: &std::path::Path, o: &QuantOptions, calib: &[Vec<f32>]) -> 
 fn another_run_refuses_the_saved_state_and_says_what_differs() {
     let calib = images(6);
     let dir = state_dir("mismatch");
-    let mut o = opts(QuantMethod::VimVq, Objective::Block);
+    let mut o = opts(Method::VimVq, Objective::Block);
     o.vq.steps = 10;
     run_saving(&dir, &o, &calib).unwrap();
 
@@ -566,7 +561,7 @@ fn another_run_refuses_the_saved_state_and_says_what_differs() {
 fn a_corrupt_truncated_or_hostile_state_is_a_one_line_error() {
     let calib = images(4);
     let dir = state_dir("corrupt");
-    let mut o = opts(QuantMethod::KMeans, Objective::Block);
+    let mut o = opts(Method::KMeans, Objective::Block);
     o.vq.kmeans_iters = 5;
     run_saving(&dir, &o, &calib).unwrap();
     let state = StateFile::path_for(&dir.join("out.vimvq"));

@@ -123,7 +123,7 @@ impl Fingerprint {
             c = fnv1a(img.iter().flat_map(|v| v.to_le_bytes()), c);
         }
         let mut all = opts.clone();
-        all.vq.threads = 0;
+        all.threads = 0;
         Ok(Self {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             model: fnv1a(bytes, FNV_OFFSET),
