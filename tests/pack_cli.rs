@@ -548,3 +548,75 @@ fn sigkill_during_a_block_then_rerun_gives_the_same_file() {
     println!("pack --eval on 300 images: {e}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// `pack --eval-f32-cache`: the f32 logits written by one pack are reused by the next for the
+/// same model and image list (the numbers then still equal `vimvq eval --reference`'s), and not
+/// for another image list.
+#[test]
+fn eval_f32_cache_is_reused_only_for_the_same_model_and_images() {
+    let st = root().join("models/fashion-mnist/vim_fmnist.safetensors");
+    let calib = root().join("models/fashion-mnist/calib");
+    let dir = tmp("cache");
+    let test = dir.join("test");
+    write_test_subset(&test, 50);
+    let cache = dir.join("f32-logits.bin");
+    let pack = |out: &Path, seed: &str, limit: &str| -> Value {
+        let rep = out.with_extension("json");
+        ok(&[
+            OsStr::new("pack"),
+            st.as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+            OsStr::new("--calib"),
+            calib.as_os_str(),
+            OsStr::new("--method"),
+            OsStr::new("kmeans"),
+            OsStr::new("--kmeans-iters"),
+            OsStr::new("2"),
+            OsStr::new("--calib-count"),
+            OsStr::new("8"),
+            OsStr::new("--seed"),
+            OsStr::new(seed),
+            OsStr::new("--report"),
+            rep.as_os_str(),
+            OsStr::new("--eval"),
+            test.as_os_str(),
+            OsStr::new("--eval-limit"),
+            OsStr::new(limit),
+            OsStr::new("--eval-f32-cache"),
+            cache.as_os_str(),
+        ]);
+        let r: Value = serde_json::from_str(&fs::read_to_string(&rep).unwrap()).unwrap();
+        r["eval"].clone()
+    };
+    let e1 = pack(&dir.join("a.vimvq"), "0", "100");
+    let written = fs::read(&cache).unwrap();
+    assert_eq!(written.len(), 8 + 4 * 100 * 10);
+    // Same f32 model and images, another quantized model: the cache is read, not rewritten.
+    let q2 = dir.join("b.vimvq");
+    let e2 = pack(&q2, "1", "100");
+    assert_eq!(fs::read(&cache).unwrap(), written);
+    assert_eq!(e1["f32_top1"], e2["f32_top1"]);
+    assert_eq!(e1["f32_top5"], e2["f32_top5"]);
+    let f32m = dir.join("f32.vimvq");
+    ok(&[
+        OsStr::new("import"),
+        st.as_os_str(),
+        OsStr::new("-o"),
+        f32m.as_os_str(),
+    ]);
+    let rt = eval_json(&q2, &test, Some(&f32m), 100);
+    for key in ["top1", "top5", "top1_agreement", "mean_kl"] {
+        assert_eq!(
+            e2[key].as_f64().unwrap().to_bits(),
+            rt[key].as_f64().unwrap().to_bits(),
+            "{key}: cached-reference pack --eval {} vs vimvq eval {}",
+            e2[key],
+            rt[key]
+        );
+    }
+    // Another image list: the cache is not reused but rewritten for it.
+    pack(&dir.join("c.vimvq"), "0", "50");
+    assert_eq!(fs::read(&cache).unwrap().len(), 8 + 4 * 50 * 10);
+    let _ = fs::remove_dir_all(&dir);
+}
