@@ -10,10 +10,11 @@
 //! * `conv1d_silu`: Vim-Ti layer conv1d + SiLU (L=197, E=384, K=4), scalar vs SIMD.
 //!
 //! `cargo bench --bench kernels` (≈ 2 min); `VIMVQ_KERNELS` is ignored here (levels are explicit).
+//! `VIMVQ_GEMM_ROUNDS=N` runs the GEMM competitors in alternating rounds instead ([`gemm_rounds`]).
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use tract_core::internal::*;
 use tract_core::tract_linalg::mmm::{AsInputValue, FusedSpec};
 use tract_core::tract_linalg::MmmDispatch;
@@ -284,5 +285,67 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_millis(1200))
 }
 
+/// `VIMVQ_GEMM_ROUNDS=N cargo bench --bench kernels`: instead of criterion, the `gemm_L197`
+/// competitors (same data) in `N` alternating rounds of ≥ 20 ms of calls each; prints each one's
+/// fastest call and tract's time divided by it. On a loaded, shared machine the minimum is the
+/// figure other jobs cannot inflate, and alternating exposes every competitor to the same load.
+fn gemm_rounds(rounds: usize) {
+    let simd = kernels();
+    let mut rng = Rng(1);
+    let l = 197;
+    for (name, n, k) in GEMM_SHAPES {
+        let a = rng.v(l * k);
+        let w = rng.v(n * k);
+        let data: Vec<_> = VQ.iter().map(|&(_, kk, d)| rng.vq(n, k, kk, d)).collect();
+        let vqs: Vec<_> = VQ
+            .iter()
+            .zip(&data)
+            .map(|(&(_, kk, d), (cb, ix))| vq_view(n, k, kk, d, cb, ix))
+            .collect();
+        let mut out = vec![0f32; l * n];
+        let mut scratch = vec![0f32; scratch_len(k)];
+        let am = MatRef::new(&a, l, k, k);
+        let mut t = tract_mm(n, k, l, &w);
+        let mut best = [f64::MAX; 5];
+        for _ in 0..rounds {
+            for (c, b) in best.iter_mut().enumerate() {
+                let start = std::time::Instant::now();
+                let mut calls = 0;
+                while calls < 3 || start.elapsed() < Duration::from_millis(20) {
+                    let t0 = std::time::Instant::now();
+                    let mut o = MatMut::new(&mut out, l, n, n);
+                    match c {
+                        0 => (simd.gemm_f32)(am, &w, &mut o, &mut scratch),
+                        1..=3 => (simd.vq_gemm_f32)(am, &vqs[c - 1], &mut o, &mut scratch),
+                        _ => t(&a),
+                    }
+                    black_box(&out);
+                    *b = b.min(t0.elapsed().as_secs_f64());
+                    calls += 1;
+                }
+            }
+        }
+        let lv = simd.level.name();
+        print!("gemm_L197/{name}:");
+        for (c, what) in ["f32", VQ[0].0, VQ[1].0, VQ[2].0].iter().enumerate() {
+            print!(
+                " {lv}_{what} {:.1} µs {:.3}× |",
+                best[c] * 1e6,
+                best[4] / best[c]
+            );
+        }
+        println!(" tract_f32 {:.1} µs", best[4] * 1e6);
+    }
+}
+
 criterion_group! { name = benches; config = config(); targets = bench_gemm, bench_gemv, bench_scan, bench_conv }
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("VIMVQ_GEMM_ROUNDS") {
+        Ok(r) => gemm_rounds(r.parse().expect("VIMVQ_GEMM_ROUNDS: a number of rounds")),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -127,6 +127,46 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn pack_lines<const D: usize>(row: impl Fn(usize) -> *const f32, dst: *mut f32) {
+        const { assert!(D == 2 || D == 4 || D == 8) };
+        // SAFETY: the caller guarantees D readable values at every row(j), D·16 writable
+        // values at dst, and AVX; every load below reads within row(j)[..D], every store
+        // writes dst[i·16 + 8h ..][..8] with i < D.
+        unsafe {
+            // Rows 8h .. 8h + 8 fill the halves dst[i·16 + 8h ..][..8] of the D lines.
+            for h in 0..2 {
+                let r = |j: usize| row(8 * h + j);
+                let o = dst.add(8 * h);
+                // [row j, values c..c+4 | row j+4, values c..c+4]
+                let quad = |j: usize, c: usize| {
+                    let lo = _mm256_castps128_ps256(_mm_loadu_ps(r(j).add(c)));
+                    _mm256_insertf128_ps::<1>(lo, _mm_loadu_ps(r(j + 4).add(c)))
+                };
+                match D {
+                    2 => {
+                        // [row j, row j+1] as two 64-bit halves.
+                        let pair = |j: usize| {
+                            let lo = _mm_load_sd(r(j) as *const f64);
+                            _mm_castpd_ps(_mm_loadh_pd(lo, r(j + 1) as *const f64))
+                        };
+                        let a = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(pair(0)), pair(4));
+                        let b = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(pair(2)), pair(6));
+                        _mm256_storeu_ps(o, _mm256_shuffle_ps::<0x88>(a, b));
+                        _mm256_storeu_ps(o.add(16), _mm256_shuffle_ps::<0xdd>(a, b));
+                    }
+                    _ => {
+                        for c in (0..D).step_by(4) {
+                            let t = transpose4(quad(0, c), quad(1, c), quad(2, c), quad(3, c));
+                            for (i, v) in t.into_iter().enumerate() {
+                                _mm256_storeu_ps(o.add((c + i) * 16), v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn gather_sum_u8(lut: &[f32], idx: &[u8], k: usize) -> f32 {
         let g = idx.len();
         assert!(k >= 1 && lut.len() >= g * k && g * k <= i32::MAX as usize);
@@ -269,6 +309,25 @@ impl Simd for Avx2 {
             );
         }
         *acc = a;
+    }
+}
+
+/// Transposes the 4×4 blocks in each 128-bit half: lane `i` of result `c` is lane `c` of
+/// argument `i`.
+#[inline(always)]
+unsafe fn transpose4(a0: __m256, a1: __m256, a2: __m256, a3: __m256) -> [__m256; 4] {
+    // SAFETY: AVX is enabled by the caller.
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(a0, a1);
+        let t1 = _mm256_unpackhi_ps(a0, a1);
+        let t2 = _mm256_unpacklo_ps(a2, a3);
+        let t3 = _mm256_unpackhi_ps(a2, a3);
+        [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xee>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xee>(t1, t3),
+        ]
     }
 }
 

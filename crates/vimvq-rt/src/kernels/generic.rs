@@ -67,6 +67,14 @@ pub(crate) trait Simd: Copy {
     /// Sum of the lanes.
     unsafe fn hsum(v: Self::V) -> f32;
 
+    /// Packs `D` panel lines from `NR` rows: `dst[i·NR + j] = *row(j).add(i)` for `i < D`,
+    /// `j < NR` (a register transpose of `NR` runs of `D` values; `D` is 2, 4 or 8). The GEMM
+    /// packs dense rows (`D = 8`) and VQ codewords (`D = d`) into its panel with it.
+    ///
+    /// # Safety
+    /// Every `row(j)` is valid for `D` reads and `dst` for `D·NR` writes.
+    unsafe fn pack_lines<const D: usize>(row: impl Fn(usize) -> *const f32, dst: *mut f32);
+
     /// `Σ_g lut[g·k + idx[g]]` over `idx.len()` groups (the VQ GEMV gather over a row-major
     /// index row, table stride `k`). The default is scalar with four partial sums; ISAs with a
     /// gather instruction override it.
@@ -193,16 +201,23 @@ pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
 // Dense and VQ GEMM.
 
 /// Packs rows `r0 .. r0 + nr` of a dense `n × k` matrix into `panel[c·NR + j]` (zero rows
-/// beyond `nr`).
+/// beyond `nr`): full panels 8 columns at a time with [`Simd::pack_lines`].
 #[inline(always)]
-fn pack_dense(w: &[f32], k: usize, r0: usize, nr: usize, panel: &mut [f32]) {
+unsafe fn pack_dense<S: Simd>(w: &[f32], k: usize, r0: usize, nr: usize, panel: &mut [f32]) {
     let panel = &mut panel[..k * NR];
+    let rows = &w[r0 * k..(r0 + nr) * k];
+    let k8 = if nr == NR { k / 8 * 8 } else { 0 };
     if nr < NR {
         panel.fill(0.0);
     }
-    for j in 0..nr {
-        let row = &w[(r0 + j) * k..(r0 + j + 1) * k];
-        for (c, v) in row.iter().enumerate() {
+    let (rp, pp) = (rows.as_ptr(), panel.as_mut_ptr());
+    for c in (0..k8).step_by(8) {
+        // SAFETY: row j < NR reads rows[j·k + c ..][..8] (c + 8 ≤ k) and the 8 lines written
+        // are panel[c·NR ..][..8·NR] (c + 8 ≤ k); the caller guarantees the ISA.
+        unsafe { S::pack_lines::<8>(|j| rp.add(j * k + c), pp.add(c * NR)) };
+    }
+    for (j, row) in rows.chunks_exact(k).enumerate() {
+        for (c, v) in row.iter().enumerate().skip(k8) {
             panel[c * NR + j] = *v;
         }
     }
@@ -210,7 +225,7 @@ fn pack_dense(w: &[f32], k: usize, r0: usize, nr: usize, panel: &mut [f32]) {
 
 /// Decodes rows `r0 .. r0 + nr` of a VQ matrix into the packed panel layout.
 #[inline(always)]
-fn pack_vq(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
+unsafe fn pack_vq<S: Simd>(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
     const { assert!(NR == IndexLayout::BLOCK) };
     assert!(
         r0.is_multiple_of(NR),
@@ -221,10 +236,23 @@ fn pack_vq(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
     if nr < NR {
         panel.fill(0.0);
     }
-    // One monomorphised loop per (index width, codebook type, common d): no per-element
-    // `match`, and the codeword copy is unrolled for d = 1, 2, 4, 8.
+    // Full panels of an f32 codebook with d = 2, 4, 8 (what the packer writes): register
+    // transposes of the codewords. The rest: one monomorphised scalar loop per (index width,
+    // codebook type, common d), the codeword copy unrolled for d = 1, 2, 4, 8.
     macro_rules! by_d {
         ($ix:expr, $cb:expr, $conv:expr) => {
+            match w.d {
+                2 if nr == NR => decode_panel_lines::<S, _, 2>($ix, $cb, w, r0, panel),
+                4 if nr == NR => decode_panel_lines::<S, _, 4>($ix, $cb, w, r0, panel),
+                8 if nr == NR => decode_panel_lines::<S, _, 8>($ix, $cb, w, r0, panel),
+                1 => decode_panel::<_, _, 1>($ix, $cb, $conv, w, r0, nr, panel),
+                2 => decode_panel::<_, _, 2>($ix, $cb, $conv, w, r0, nr, panel),
+                4 => decode_panel::<_, _, 4>($ix, $cb, $conv, w, r0, nr, panel),
+                8 => decode_panel::<_, _, 8>($ix, $cb, $conv, w, r0, nr, panel),
+                _ => decode_panel::<_, _, 0>($ix, $cb, $conv, w, r0, nr, panel),
+            }
+        };
+        ($ix:expr, $cb:expr, $conv:expr, scalar) => {
             match w.d {
                 1 => decode_panel::<_, _, 1>($ix, $cb, $conv, w, r0, nr, panel),
                 2 => decode_panel::<_, _, 2>($ix, $cb, $conv, w, r0, nr, panel),
@@ -234,11 +262,76 @@ fn pack_vq(w: &VqMatrix<'_>, r0: usize, nr: usize, panel: &mut [f32]) {
             }
         };
     }
-    match (w.indices, w.codebook) {
-        (Indices::U8(ix), Codebook::F32(cb)) => by_d!(ix, cb, |v: f32| v),
-        (Indices::U16(ix), Codebook::F32(cb)) => by_d!(ix, cb, |v: f32| v),
-        (Indices::U8(ix), Codebook::F16(cb)) => by_d!(ix, cb, f16_to_f32),
-        (Indices::U16(ix), Codebook::F16(cb)) => by_d!(ix, cb, f16_to_f32),
+    // SAFETY (decode_panel_lines): the caller guarantees the ISA.
+    unsafe {
+        match (w.indices, w.codebook) {
+            (Indices::U8(ix), Codebook::F32(cb)) => by_d!(ix, cb, |v: f32| v),
+            (Indices::U16(ix), Codebook::F32(cb)) => by_d!(ix, cb, |v: f32| v),
+            (Indices::U8(ix), Codebook::F16(cb)) => by_d!(ix, cb, f16_to_f32, scalar),
+            (Indices::U16(ix), Codebook::F16(cb)) => by_d!(ix, cb, f16_to_f32, scalar),
+        }
+    }
+}
+
+/// [`pack_vq`] of a full 16-row panel with an f32 codebook and `d = D` ∈ {2, 4, 8}: each
+/// group's 16 codewords go through [`Simd::pack_lines`] (a truncated last group is copied by
+/// scalar code). Out-of-range indices panic (the format reader rejects them first).
+#[inline(always)]
+unsafe fn decode_panel_lines<S: Simd, I: Copy + Ord + Into<usize>, const D: usize>(
+    ix: &[I],
+    cb: &[f32],
+    w: &VqMatrix<'_>,
+    r0: usize,
+    panel: &mut [f32],
+) {
+    let k = w.cols;
+    let g = w.groups_per_row();
+    let (sg, sj) = match w.layout {
+        IndexLayout::RowMajor => (1, g),
+        IndexLayout::Rows16 => (IndexLayout::BLOCK, 1),
+    };
+    let rows = &ix[r0 * g..w.layout.len(r0 + NR, g)];
+    // One check for the whole panel (a vectorised max) instead of one per codeword.
+    let max: usize = rows.iter().copied().max().map_or(0, Into::into);
+    assert!(
+        max < w.k && cb.len() >= w.k * D && rows.len() == NR * g && panel.len() >= k * NR,
+        "VQ index {max} out of range"
+    );
+    let full = k / D;
+    let (rp, cp, pp) = (rows.as_ptr(), cb.as_ptr(), panel.as_mut_ptr());
+    // SAFETY: the index read, gi·16 + j (Rows16) or gi + j·g (row-major), is below
+    // NR·g = rows.len() for gi < g, j < NR; every
+    // index is ≤ max < k, so its codeword cb[idx·D ..][..D] lies within cb (asserted above);
+    // the D lines written, panel[gi·D·NR ..][..D·NR], lie within k·NR. The caller guarantees
+    // the ISA.
+    unsafe {
+        match w.layout {
+            // Constant strides: the 16 indices of a line are contiguous.
+            IndexLayout::Rows16 => {
+                for gi in 0..full {
+                    let line = rp.add(gi * NR);
+                    S::pack_lines::<D>(|j| cp.add((*line.add(j)).into() * D), pp.add(gi * D * NR));
+                }
+            }
+            IndexLayout::RowMajor => {
+                for gi in 0..full {
+                    let line = rp.add(gi);
+                    S::pack_lines::<D>(
+                        |j| cp.add((*line.add(j * g)).into() * D),
+                        pp.add(gi * D * NR),
+                    );
+                }
+            }
+        }
+    }
+    if full < g {
+        let c0 = full * D;
+        for j in 0..NR {
+            let idx: usize = rows[full * sg + j * sj].into();
+            for (i, v) in cb[idx * D..idx * D + k - c0].iter().enumerate() {
+                panel[(c0 + i) * NR + j] = *v;
+            }
+        }
     }
 }
 
@@ -438,7 +531,7 @@ pub(crate) unsafe fn gemm<S: Simd>(
         let mut r0 = 0;
         while r0 < n {
             let nr = NR.min(n - r0);
-            pack_dense(w, k, r0, nr, scratch);
+            pack_dense::<S>(w, k, r0, nr, scratch);
             panel_times_tokens::<S>(&a, scratch, out, r0, nr);
             r0 += nr;
         }
@@ -488,7 +581,7 @@ pub(crate) unsafe fn vq_gemm<S: Simd>(
         let mut r0 = 0;
         while r0 < n {
             let nr = NR.min(n - r0);
-            pack_vq(w, r0, nr, scratch);
+            pack_vq::<S>(w, r0, nr, scratch);
             panel_times_tokens::<S>(&a, scratch, out, r0, nr);
             r0 += nr;
         }

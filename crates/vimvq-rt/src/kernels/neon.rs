@@ -111,6 +111,64 @@ impl Simd for Neon {
         // SAFETY: NEON is baseline on aarch64.
         unsafe { vaddvq_f32(v) }
     }
+    #[inline(always)]
+    unsafe fn pack_lines<const D: usize>(row: impl Fn(usize) -> *const f32, dst: *mut f32) {
+        const { assert!(D == 2 || D == 4 || D == 8) };
+        // SAFETY: the caller guarantees D readable values at every row(j) and D·16 writable
+        // values at dst; every load below reads within row(j)[..D], every store writes
+        // dst[i·16 + 4q ..][..4] with i < D.
+        unsafe {
+            // Rows 4q .. 4q + 4 fill dst[i·16 + 4q ..][..4] of the D lines.
+            for q in 0..4 {
+                let r = |j: usize| row(4 * q + j);
+                let o = dst.add(4 * q);
+                match D {
+                    2 => {
+                        let a = vcombine_f32(vld1_f32(r(0)), vld1_f32(r(1)));
+                        let b = vcombine_f32(vld1_f32(r(2)), vld1_f32(r(3)));
+                        vst1q_f32(o, vuzp1q_f32(a, b));
+                        vst1q_f32(o.add(16), vuzp2q_f32(a, b));
+                    }
+                    _ => {
+                        for c in (0..D).step_by(4) {
+                            let t = transpose4(
+                                vld1q_f32(r(0).add(c)),
+                                vld1q_f32(r(1).add(c)),
+                                vld1q_f32(r(2).add(c)),
+                                vld1q_f32(r(3).add(c)),
+                            );
+                            for (i, v) in t.into_iter().enumerate() {
+                                vst1q_f32(o.add((c + i) * 16), v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 4×4 transpose: lane `i` of result `c` is lane `c` of argument `i`.
+#[inline(always)]
+unsafe fn transpose4(
+    a0: float32x4_t,
+    a1: float32x4_t,
+    a2: float32x4_t,
+    a3: float32x4_t,
+) -> [float32x4_t; 4] {
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe {
+        let t0 = vreinterpretq_f64_f32(vtrn1q_f32(a0, a1));
+        let t1 = vreinterpretq_f64_f32(vtrn2q_f32(a0, a1));
+        let t2 = vreinterpretq_f64_f32(vtrn1q_f32(a2, a3));
+        let t3 = vreinterpretq_f64_f32(vtrn2q_f32(a2, a3));
+        [
+            vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)),
+            vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)),
+            vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)),
+            vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)),
+        ]
+    }
 }
 
 // SAFETY (every `unsafe` block in the entry points below): NEON is part of the aarch64
