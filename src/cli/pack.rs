@@ -141,6 +141,10 @@ pub struct PackArgs {
     /// Storage type of the VQ codebooks
     #[arg(long, value_enum, default_value_t = CodebookArg::F32)]
     pub codebook: CodebookArg,
+    /// Steps of global fine-tuning after the blocks: codebooks, norms and Δ biases trained end
+    /// to end on KL(f32 ‖ quantized) with the assignments fixed (0 = off; ignored by rtn)
+    #[arg(long, value_name = "N", default_value_t = QuantOptions::default().finetune_steps as u64)]
+    pub finetune_steps: u64,
     /// Ablation: never replace hull members
     #[arg(long)]
     pub no_hull_update: bool,
@@ -192,6 +196,7 @@ impl PackArgs {
         o.hull_update = !self.no_hull_update;
         o.ivq = !self.no_ivq;
         o.codebook_f16 = self.codebook == CodebookArg::F16;
+        o.finetune_steps = usize_of(self.finetune_steps, "finetune-steps")?;
         let v = &mut o.vq;
         v.steps = usize_of(self.steps, "steps")?;
         v.hull = usize_of(self.hull, "hull")?;
@@ -426,6 +431,8 @@ struct Bars {
     enabled: bool,
     bar: Option<ProgressBar>,
     units: Option<ProgressBar>,
+    /// Minibatch KL of the first fine-tuning step.
+    first_kl: f64,
 }
 
 impl Bars {
@@ -474,6 +481,31 @@ impl Bars {
                         "loss {loss:.3e} confirmed {:.0}%",
                         100.0 * confirmed
                     ));
+                }
+            }
+            ProgressEvent::FinetuneStep { step, steps, loss } => {
+                if step == 1 {
+                    let b = ProgressBar::new(steps as u64);
+                    if let Ok(s) = ProgressStyle::with_template(
+                        "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
+                    ) {
+                        b.set_style(s);
+                    }
+                    b.set_prefix("fine-tune");
+                    self.first_kl = loss;
+                    self.bar = Some(b);
+                }
+                if let Some(b) = &self.bar {
+                    b.set_position(step as u64);
+                    b.set_message(format!("KL {loss:.3e}"));
+                    if step == steps {
+                        b.finish_and_clear();
+                        b.println(format!(
+                            "fine-tune: minibatch KL {:.4e} (first step) → {loss:.4e} (last)",
+                            self.first_kl
+                        ));
+                        self.bar = None;
+                    }
                 }
             }
             ProgressEvent::Done { unit, loss } => {
@@ -527,7 +559,11 @@ pub fn run(a: PackArgs) -> Result<()> {
         enabled: progress_allowed(false),
         bar: None,
         units: None,
+        first_kl: 0.0,
     };
+    if opts.method == QuantMethod::Rtn && opts.finetune_steps > 0 {
+        eprintln!("note: rtn has no codebooks; --finetune-steps is ignored");
+    }
     let result = quantize(&f32_model, &calib.images, &opts, &mut |e| bars.event(e));
     bars.finish();
     let (q, report) = result.map_err(|e| anyhow!("{}: {e}", a.checkpoint.display()))?;

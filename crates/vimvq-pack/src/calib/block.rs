@@ -937,7 +937,8 @@ impl<T: Float> Scratch<T> {
 ///
 /// `params` must be the ones the preceding [`forward`] on `cache` ran with. Per-image gradients
 /// are computed on `threads` scoped threads and summed in image order, so the result is
-/// bit-identical for every thread count. Frozen tensors and `dL/d hn` are not computed.
+/// bit-identical for every thread count. Frozen tensors and `dL/d hn` are not computed
+/// ([`backward_with_input`] adds the latter).
 ///
 /// # Panics
 /// If `cache` holds no forward for these dims or `dy` does not have the forward output's shape.
@@ -945,6 +946,32 @@ pub fn backward<T: Float>(
     params: &BlockParams<T>,
     cache: &mut Cache<T>,
     dy: &[T],
+    threads: usize,
+) -> Grads<T> {
+    backward_impl(params, cache, dy, None, threads)
+}
+
+/// [`backward`] that also overwrites `dhn` `(B, L, D)` with `dL/d hn`, the gradient of the mixer
+/// input (through `in_proj`, both the `x` and the `z` rows), for chaining blocks end to end.
+///
+/// # Panics
+/// As [`backward`], or if `dhn` does not have `dy`'s length.
+pub fn backward_with_input<T: Float>(
+    params: &BlockParams<T>,
+    cache: &mut Cache<T>,
+    dy: &[T],
+    dhn: &mut [T],
+    threads: usize,
+) -> Grads<T> {
+    assert_eq!(dhn.len(), dy.len(), "backward: dhn is not (B, L, D)");
+    backward_impl(params, cache, dy, Some(dhn), threads)
+}
+
+fn backward_impl<T: Float>(
+    params: &BlockParams<T>,
+    cache: &mut Cache<T>,
+    dy: &[T],
+    dhn: Option<&mut [T]>,
     threads: usize,
 ) -> Grads<T> {
     let dims = params.dims;
@@ -959,20 +986,25 @@ pub fn backward<T: Float>(
     assert_eq!(dy.len(), batch * row, "backward: dy is not (B, L, D)");
     cache.grads.resize_with(batch, || Grads::zeros(dims));
     let a = [neg_exp(&params.fwd.a_log), neg_exp(&params.bwd.a_log)];
-    let mut items: Vec<(&ImageCache<T>, &[T], &mut Grads<T>)> = cache
+    let mut dhn_rows: Vec<Option<&mut [T]>> = match dhn {
+        Some(v) => v.chunks_exact_mut(row).map(Some).collect(),
+        None => (0..batch).map(|_| None).collect(),
+    };
+    let mut items: Vec<ImageItem<'_, T>> = cache
         .images
         .iter()
         .zip(dy.chunks_exact(row))
         .zip(cache.grads.iter_mut())
-        .map(|((c, g), gr)| (c, g, gr))
+        .zip(dhn_rows.iter_mut())
+        .map(|(((c, g), gr), dh)| (c, g, gr, dh.take()))
         .collect();
     parallel_for(
         &mut items,
         threads,
         || Scratch::new(dims, len),
-        |ws, (ic, g, gr)| {
+        |ws, (ic, g, gr, dh)| {
             gr.fill_zero();
-            image_backward(params, &a, len, ic, g, gr, ws);
+            image_backward(params, &a, len, ic, g, gr, dh.as_deref_mut(), ws);
         },
     );
     let mut total = Grads::zeros(dims);
@@ -982,6 +1014,15 @@ pub fn backward<T: Float>(
     total
 }
 
+/// One image of the backward: its record, `dy`, its gradients and optionally its `dL/d hn`.
+type ImageItem<'a, T> = (
+    &'a ImageCache<T>,
+    &'a [T],
+    &'a mut Grads<T>,
+    Option<&'a mut [T]>,
+);
+
+#[allow(clippy::too_many_arguments)]
 fn image_backward<T: Float>(
     p: &BlockParams<T>,
     a: &[Vec<T>; 2],
@@ -989,6 +1030,7 @@ fn image_backward<T: Float>(
     ic: &ImageCache<T>,
     dy: &[T],
     g: &mut Grads<T>,
+    mut dhn: Option<&mut [T]>,
     ws: &mut Scratch<T>,
 ) {
     let dims = p.dims;
@@ -1038,13 +1080,16 @@ fn image_backward<T: Float>(
     );
     let lin = LinearDims { m: len, k: d, n: e };
     let (gx, gz) = g.in_proj.split_at_mut(e * d);
+    if let Some(dh) = dhn.as_deref_mut() {
+        dh.fill(T::ZERO);
+    }
     linear_backward(
         &ic.hn,
         &p.in_proj[..e * d],
         &ws.dx,
         lin,
         LinearGrads {
-            dx: None,
+            dx: dhn.as_deref_mut(),
             dw: Some(gx),
             db: None,
         },
@@ -1055,7 +1100,7 @@ fn image_backward<T: Float>(
         &ws.dz,
         lin,
         LinearGrads {
-            dx: None,
+            dx: dhn,
             dw: Some(gz),
             db: None,
         },

@@ -31,13 +31,14 @@
 
 pub mod block;
 pub mod float;
+pub mod model;
 pub mod ops;
 
 #[cfg(test)]
 mod tests;
 
 pub use block::{
-    backward, forward, rel_mse, BlockDims, BlockParams, Cache, CalibError, DirGrads, DirParams,
+    backward, backward_with_input, forward, rel_mse, BlockDims, BlockParams, Cache, CalibError, DirGrads, DirParams,
     Grads, MIXER_ROLES, TRAINABLE_ROLES,
 };
 pub use float::Float;

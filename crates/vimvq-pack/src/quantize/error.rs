@@ -55,6 +55,12 @@ pub enum QuantError {
         /// Step.
         step: usize,
     },
+    /// Global fine-tuning produced a non-finite loss.
+    #[error("fine-tuning: the KL loss became non-finite at step {step}; use fewer --finetune-steps")]
+    FinetuneDiverged {
+        /// Step.
+        step: usize,
+    },
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -41,6 +41,7 @@
 
 mod block;
 mod error;
+mod finetune;
 mod forward;
 mod options;
 mod progress;
@@ -61,6 +62,7 @@ pub use self::error::QuantError;
 pub use self::options::{Objective, QuantMethod, QuantOptions};
 pub use self::progress::ProgressEvent;
 pub use self::roles::QUANT_ROLES;
+pub use self::finetune::FinetuneStat;
 pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
 
 use self::block::{role_shape, set, BlockData, TrainSettings};
@@ -358,6 +360,12 @@ pub fn quantize(
             loss: stat.loss,
         });
         report.blocks.push(stat);
+    }
+    // 5. Global fine-tuning of codebooks, norms and Δ biases, assignments fixed.
+    if opts.effective_finetune_steps() > 0 {
+        report.finetune = Some(finetune::finetune(
+            model, &mut out, calib, opts, threads, progress,
+        )?);
     }
     let nw = n_weights.max(1) as f64;
     report.quantized_weights = n_weights;

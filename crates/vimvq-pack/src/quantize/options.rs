@@ -96,6 +96,9 @@ pub struct QuantOptions {
     /// Store VQ codebooks as f16 (`--codebook f16`): each layer's codebook is rounded when the
     /// layer is final, before the next block calibrates on it. Default false (f32).
     pub codebook_f16: bool,
+    /// Steps of global fine-tuning after the block-wise stage (`--finetune-steps`; every VQ
+    /// method; none for `rtn`, which has no codebooks). Default 0.
+    pub finetune_steps: usize,
 }
 
 impl Default for QuantOptions {
@@ -109,6 +112,7 @@ impl Default for QuantOptions {
             ivq: true,
             rtn_bits: 2,
             codebook_f16: false,
+            finetune_steps: 0,
         }
     }
 }
@@ -150,6 +154,14 @@ impl QuantOptions {
             QuantMethod::Rtn | QuantMethod::KMeans => None,
             QuantMethod::Gptvq => Some(Objective::Layer),
             QuantMethod::VimVq | QuantMethod::Vq4dit => Some(self.objective),
+        }
+    }
+
+    /// Fine-tuning steps that actually run (0 for `rtn`: no codebooks to tune).
+    pub fn effective_finetune_steps(&self) -> usize {
+        match self.method {
+            QuantMethod::Rtn => 0,
+            _ => self.finetune_steps,
         }
     }
 

@@ -25,6 +25,15 @@ pub enum ProgressEvent {
         /// Confirmed fraction of the unit's sub-vectors after the step.
         confirmed: f64,
     },
+    /// One step of the global fine-tuning stage (after every block) is done.
+    FinetuneStep {
+        /// Steps done.
+        step: usize,
+        /// Step budget.
+        steps: usize,
+        /// Minibatch KL(f32 ‖ quantized) before the step.
+        loss: f64,
+    },
     /// The current unit is done.
     Done {
         /// As in `Start`.

@@ -80,6 +80,8 @@ pub struct Report {
     pub layers: Vec<LayerStat>,
     /// Per block.
     pub blocks: Vec<BlockStat>,
+    /// The global fine-tuning stage, when it ran.
+    pub finetune: Option<super::FinetuneStat>,
 }
 
 impl Report {
@@ -102,6 +104,7 @@ impl Report {
             images_steps_per_second: 0.0,
             layers: Vec::new(),
             blocks: Vec::new(),
+            finetune: None,
         }
     }
 
@@ -149,6 +152,10 @@ impl Report {
             "peak_rss_bytes": self.peak_rss_bytes,
             "threads": self.threads,
             "images_steps_per_second": self.images_steps_per_second,
+            "finetune_steps": self.finetune.as_ref().map_or(0, |f| f.steps),
+            "finetune_loss_first": self.finetune.as_ref().map(|f| f.loss_first),
+            "finetune_loss_last": self.finetune.as_ref().map(|f| f.loss_last),
+            "finetune_seconds": self.finetune.as_ref().map_or(0.0, |f| f.seconds),
             "settings": {
                 "steps": if calibrated { e.steps } else { 0 },
                 "batch": o.batch,
