@@ -186,7 +186,12 @@ impl Problem {
         let mut cache = Cache::new();
         let (logits, ck) = model_forward(&self.params, &self.r0, &mut cache, threads);
         let mut dl = vec![0.0; logits.len()];
-        let loss = kl_loss(&self.teacher, &logits, self.params.head_b.len(), Some(&mut dl));
+        let loss = kl_loss(
+            &self.teacher,
+            &logits,
+            self.params.head_b.len(),
+            Some(&mut dl),
+        );
         (
             loss,
             model_backward(&self.params, &ck, &dl, &mut cache, threads),
@@ -294,7 +299,9 @@ fn end_to_end_gradients_match_finite_differences() {
         p.params.norm_f[i] += s
     }));
     let c = coords(pb.r0.len(), 24);
-    worst = worst.max(check("r_0", 1e-3, &pb, &g.input, &c, |p, i, s| p.r0[i] += s));
+    worst = worst.max(check("r_0", 1e-3, &pb, &g.input, &c, |p, i, s| {
+        p.r0[i] += s
+    }));
     eprintln!("overall worst {worst:.2e}");
     assert!(worst <= FD_TOL, "worst relative error {worst}");
 }
@@ -316,7 +323,10 @@ fn codebook_grad_adds_each_sub_vector_to_its_codeword() {
     let dw: Vec<f64> = (1..=10).map(f64::from).collect();
     let g = codebook_grad(2, 5, 3, 2, &[0, 2, 0, 1, 1, 0], &dw);
     // row 0: [1,2]→0, [3,4]→2, [5,pad]→0; row 1: [6,7]→1, [8,9]→1, [10,pad]→0.
-    assert_eq!(g, vec![1.0 + 5.0 + 10.0, 2.0, 6.0 + 8.0, 7.0 + 9.0, 3.0, 4.0]);
+    assert_eq!(
+        g,
+        vec![1.0 + 5.0 + 10.0, 2.0, 6.0 + 8.0, 7.0 + 9.0, 3.0, 4.0]
+    );
 }
 
 #[test]

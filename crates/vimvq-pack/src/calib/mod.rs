@@ -38,7 +38,7 @@ pub mod ops;
 mod tests;
 
 pub use block::{
-    backward, backward_with_input, forward, rel_mse, BlockDims, BlockParams, Cache, CalibError, DirGrads, DirParams,
-    Grads, MIXER_ROLES, TRAINABLE_ROLES,
+    backward, backward_with_input, forward, rel_mse, BlockDims, BlockParams, Cache, CalibError,
+    DirGrads, DirParams, Grads, MIXER_ROLES, TRAINABLE_ROLES,
 };
 pub use float::Float;

@@ -253,7 +253,10 @@ pub fn kl_loss<T: Float>(
     );
     let batch = student.len() / classes;
     let log_softmax = |z: &[T]| -> Vec<f64> {
-        let m = z.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
+        let m = z
+            .iter()
+            .map(|v| v.to_f64())
+            .fold(f64::NEG_INFINITY, f64::max);
         let s = z.iter().map(|v| (v.to_f64() - m).exp()).sum::<f64>().ln();
         z.iter().map(|v| v.to_f64() - m - s).collect()
     };

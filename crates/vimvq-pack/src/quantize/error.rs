@@ -56,7 +56,9 @@ pub enum QuantError {
         step: usize,
     },
     /// Global fine-tuning produced a non-finite loss.
-    #[error("fine-tuning: the KL loss became non-finite at step {step}; use fewer --finetune-steps")]
+    #[error(
+        "fine-tuning: the KL loss became non-finite at step {step}; use fewer --finetune-steps"
+    )]
     FinetuneDiverged {
         /// Step.
         step: usize,

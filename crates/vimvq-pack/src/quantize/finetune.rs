@@ -216,14 +216,6 @@ pub(super) fn finetune(
         .map(|_| [rms(cfg.d_inner, LR_BIAS), rms(cfg.d_inner, LR_BIAS)])
         .collect();
 
-    // DEVTUNE
-    if let Ok(v) = std::env::var("VIMVQ_FT_LR") {
-        let l: Vec<f32> = v.split(',').map(|x| x.parse().unwrap()).collect();
-        for s in &mut slots { s.opt.lr = l[0]; }
-        for o in &mut norm_opt { o.lr = l[1]; }
-        norm_f_opt.lr = l[1];
-        for o in &mut bias_opt { o[0].lr = l[2]; o[1].lr = l[2]; }
-    }
     let mut rng = SplitMix64::new(opts.vq.seed ^ 0xf1e7_7a11_0000_0000);
     let mut perm: Vec<usize> = (0..calib.len()).collect();
     let mut dl = vec![0.0f32; batch * classes];

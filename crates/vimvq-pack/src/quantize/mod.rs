@@ -59,10 +59,10 @@ use crate::vq::{
 };
 
 pub use self::error::QuantError;
+pub use self::finetune::FinetuneStat;
 pub use self::options::{Objective, QuantMethod, QuantOptions};
 pub use self::progress::ProgressEvent;
 pub use self::roles::QUANT_ROLES;
-pub use self::finetune::FinetuneStat;
 pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
 
 use self::block::{role_shape, set, BlockData, TrainSettings};
