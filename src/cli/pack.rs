@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use vimvq_pack::quantize::{quantize, Objective, ProgressEvent, QuantMethod, QuantOptions};
-use vimvq_pack::vq::rng::SplitMix64;
+use vimvq_pack::quantize::{quantize, Method, Objective, ProgressEvent, QuantOptions};
+use vimvq_pack::rng::SplitMix64;
 use vimvq_pack::vq::VqConfig;
 use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
@@ -23,30 +23,26 @@ use vimvq_rt::format::{to_bytes, PackedModel};
 use super::{io_error, kl_logits, print_line, progress_allowed, threads_parser, ModelOptionArgs};
 use crate::image_io;
 
-/// `--method`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MethodArg {
-    /// ViM-VQ: FCCO + hull update + incremental confirmation
-    Vimvq,
-    /// Per-row uniform round-to-nearest scalar quantization (stored dequantized as f32)
-    Rtn,
-    /// k-means codebook + nearest assignment, no calibration
-    Kmeans,
-    /// VQ4DiT: fixed hull of 2, no replacement, argmax at the end
-    Vq4dit,
-    /// Hessian-weighted assignment with GPTQ-style error feedback
-    Gptvq,
-}
+/// `--method`: the library's [`Method`], spelled and described by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodArg(pub Method);
 
-impl From<MethodArg> for QuantMethod {
-    fn from(m: MethodArg) -> Self {
-        match m {
-            MethodArg::Vimvq => QuantMethod::VimVq,
-            MethodArg::Rtn => QuantMethod::Rtn,
-            MethodArg::Kmeans => QuantMethod::KMeans,
-            MethodArg::Vq4dit => QuantMethod::Vq4dit,
-            MethodArg::Gptvq => QuantMethod::Gptvq,
-        }
+impl ValueEnum for MethodArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [MethodArg; Method::ALL.len()] = {
+            let mut out = [MethodArg(Method::VimVq); Method::ALL.len()];
+            let mut i = 0;
+            while i < out.len() {
+                out[i] = MethodArg(Method::ALL[i]);
+                i += 1;
+            }
+            out
+        };
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(self.0.summary()))
     }
 }
 
@@ -82,7 +78,7 @@ pub struct PackArgs {
     #[arg(long, value_name = "DIR")]
     pub calib: PathBuf,
     /// Quantization method
-    #[arg(long, value_enum, default_value_t = MethodArg::Vimvq)]
+    #[arg(long, value_enum, default_value_t = MethodArg(Method::VimVq))]
     pub method: MethodArg,
     /// Nominal bits per weight: 3 → k=64 d=2, 2 → k=256 d=4, 1 → k=256 d=8 [default: 2]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3), conflicts_with_all = ["k", "d"])]
@@ -187,7 +183,7 @@ impl PackArgs {
             }
             _ => QuantOptions::with_bits(self.bits.unwrap_or(2))?,
         };
-        o.method = self.method.into();
+        o.method = self.method.0;
         o.objective = match self.objective {
             ObjectiveArg::Block => Objective::Block,
             ObjectiveArg::Layer => Objective::Layer,
@@ -197,13 +193,13 @@ impl PackArgs {
         o.ivq = !self.no_ivq;
         o.codebook_f16 = self.codebook == CodebookArg::F16;
         o.finetune_steps = usize_of(self.finetune_steps, "finetune-steps")?;
+        o.threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let v = &mut o.vq;
         v.steps = usize_of(self.steps, "steps")?;
         v.hull = usize_of(self.hull, "hull")?;
         v.seed = self.seed;
-        v.threads = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         v.lambda_r = self.lambda_r;
         v.confirm_threshold = self.confirm_threshold;
         v.lr_logits = self.lr_logits;
@@ -561,7 +557,7 @@ pub fn run(a: PackArgs) -> Result<()> {
         units: None,
         first_kl: 0.0,
     };
-    if opts.method == QuantMethod::Rtn && opts.finetune_steps > 0 {
+    if opts.method == Method::Rtn && opts.finetune_steps > 0 {
         eprintln!("note: rtn has no codebooks; --finetune-steps is ignored");
     }
     let result = quantize(&f32_model, &calib.images, &opts, &mut |e| bars.event(e));
@@ -574,7 +570,7 @@ pub fn run(a: PackArgs) -> Result<()> {
             a.eval_f32_cache.as_deref(),
             &f32_model,
             &q,
-            opts.vq.threads,
+            opts.threads,
         )?),
         None => None,
     };
@@ -680,13 +676,11 @@ mod tests {
     fn defaults_are_the_spec_defaults() {
         let o = parse(&[]).unwrap().options().unwrap();
         let d = QuantOptions::with_bits(2).unwrap();
-        assert_eq!(o.method, QuantMethod::VimVq);
+        assert_eq!(o.method, Method::VimVq);
         assert_eq!(o.objective, Objective::Block);
         assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.vq.steps), (256, 4, 4, 300));
         assert_eq!(o.batch, 8);
-        let mut v = o.vq.clone();
-        v.threads = 0;
-        assert_eq!(v, d.vq);
+        assert_eq!(o.vq, d.vq);
     }
 
     #[test]
@@ -708,6 +702,11 @@ mod tests {
         let o = parse(&["--codebook", "f16"]).unwrap().options().unwrap();
         assert!(o.codebook_f16);
         assert!(parse(&["--codebook", "f8"]).is_err());
+        for m in Method::ALL {
+            let o = parse(&["--method", m.name()]).unwrap().options().unwrap();
+            assert_eq!(o.method, m);
+        }
+        assert!(parse(&["--method", "vim-vq"]).is_err());
         assert!(parse(&["--bits", "2", "--k", "16", "--d", "2"]).is_err());
         assert!(parse(&["--k", "16"]).is_err());
         assert!(parse(&["--bits", "4"]).is_err());

@@ -4,4 +4,5 @@ pub mod calib;
 pub mod import;
 pub mod output;
 pub mod quantize;
+pub mod rng;
 pub mod vq;

@@ -178,13 +178,22 @@ impl Problem {
     }
 
     fn loss(&self) -> f64 {
-        let (logits, _) = model_forward(&self.params, &self.r0, &mut Cache::new(), 1);
+        let (logits, _) = model_forward(&self.params, &self.r0, &mut Cache::new());
         kl_loss(&self.teacher, &logits, self.params.head_b.len(), None)
     }
 
+    /// Loss and gradients on a rayon pool of `threads` workers.
     fn grads(&self, threads: usize) -> (f64, ModelGrads<f64>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| self.grads_on_pool())
+    }
+
+    fn grads_on_pool(&self) -> (f64, ModelGrads<f64>) {
         let mut cache = Cache::new();
-        let (logits, ck) = model_forward(&self.params, &self.r0, &mut cache, threads);
+        let (logits, ck) = model_forward(&self.params, &self.r0, &mut cache);
         let mut dl = vec![0.0; logits.len()];
         let loss = kl_loss(
             &self.teacher,
@@ -194,7 +203,7 @@ impl Problem {
         );
         (
             loss,
-            model_backward(&self.params, &ck, &dl, &mut cache, threads),
+            model_backward(&self.params, &ck, &dl, &mut cache),
         )
     }
 }

@@ -7,9 +7,9 @@
 
 use vimvq_pack::calib::{BlockDims, BlockParams};
 use vimvq_pack::quantize::{
-    quantize, Objective, ProgressEvent, QuantMethod, QuantOptions, Report, QUANT_ROLES,
+    quantize, Method, Objective, ProgressEvent, QuantOptions, Report, QUANT_ROLES,
 };
-use vimvq_pack::vq::rng::SplitMix64;
+use vimvq_pack::rng::SplitMix64;
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::kernels::f16_to_f32;
 use vimvq_rt::model::{Codebook, Model, Weight};
@@ -92,7 +92,7 @@ fn images(n: usize) -> Vec<Vec<f32>> {
 }
 
 /// Small codebooks so that every layer has many more sub-vectors than codewords.
-fn opts(method: QuantMethod, objective: Objective) -> QuantOptions {
+fn opts(method: Method, objective: Objective) -> QuantOptions {
     let mut o = QuantOptions::with_bits(2).unwrap();
     o.method = method;
     o.objective = objective;
@@ -100,7 +100,7 @@ fn opts(method: QuantMethod, objective: Objective) -> QuantOptions {
     o.vq.d = 2;
     o.vq.steps = 60;
     o.vq.kmeans_iters = 20;
-    o.vq.threads = 1;
+    o.threads = 1;
     o
 }
 
@@ -112,14 +112,14 @@ fn run(o: &QuantOptions, calib: &[Vec<f32>]) -> (PackedModel, Report) {
 fn same_seed_same_model_for_any_thread_count() {
     let calib = images(12);
     for objective in [Objective::Block, Objective::Layer] {
-        let mut o = opts(QuantMethod::VimVq, objective);
+        let mut o = opts(Method::VimVq, objective);
         let (a, _) = run(&o, &calib);
         let (b, _) = run(&o, &calib);
         assert_eq!(a, b, "{objective:?}: same seed, same threads");
-        o.vq.threads = 2;
+        o.threads = 2;
         let (c, _) = run(&o, &calib);
         assert_eq!(a, c, "{objective:?}: 1 vs 2 threads");
-        o.vq.threads = 3;
+        o.threads = 3;
         let (d, _) = run(&o, &calib);
         assert_eq!(a, d, "{objective:?}: 1 vs 3 threads");
         o.vq.seed = 1;
@@ -132,12 +132,7 @@ fn same_seed_same_model_for_any_thread_count() {
 fn every_quantized_tensor_is_vq_with_valid_indices() {
     let calib = images(8);
     let f32_model = model();
-    for method in [
-        QuantMethod::VimVq,
-        QuantMethod::Vq4dit,
-        QuantMethod::KMeans,
-        QuantMethod::Gptvq,
-    ] {
+    for method in [Method::VimVq, Method::Vq4dit, Method::KMeans, Method::Gptvq] {
         let o = opts(method, Objective::Block);
         let (q, report) = run(&o, &calib);
         assert_eq!(q.tensors.len(), f32_model.tensors.len());
@@ -190,7 +185,7 @@ fn every_quantized_tensor_is_vq_with_valid_indices() {
 fn f16_codebooks_are_the_rounded_f32_ones_and_the_file_stores_them_as_f16() {
     let calib = images(8);
     // k-means has no calibration, so rounding at the end of each layer is the only difference.
-    let o32 = opts(QuantMethod::KMeans, Objective::Block);
+    let o32 = opts(Method::KMeans, Objective::Block);
     let o16 = QuantOptions {
         codebook_f16: true,
         ..o32.clone()
@@ -249,7 +244,7 @@ fn f16_codebooks_are_the_rounded_f32_ones_and_the_file_stores_them_as_f16() {
 #[test]
 fn rtn_stores_dequantized_f32_with_at_most_2_pow_b_levels_per_row() {
     let calib = images(4);
-    let o = opts(QuantMethod::Rtn, Objective::Block);
+    let o = opts(Method::Rtn, Objective::Block);
     let (q, report) = run(&o, &calib);
     for t in q.tensors.iter().filter(|t| QUANT_ROLES.contains(&t.role)) {
         let TensorData::F32(w) = &t.data else {
@@ -271,7 +266,7 @@ fn rtn_stores_dequantized_f32_with_at_most_2_pow_b_levels_per_row() {
 #[test]
 fn block_objective_learns_and_beats_kmeans() {
     let calib = images(16);
-    let mut o = opts(QuantMethod::VimVq, Objective::Block);
+    let mut o = opts(Method::VimVq, Objective::Block);
     o.vq.steps = 120;
     let mut steps_seen = 0;
     let mut last_confirmed = 0.0;
@@ -312,7 +307,7 @@ fn block_objective_learns_and_beats_kmeans() {
     }
     assert!(report.images_steps_per_second > 0.0);
     // The k-means method reports the same block loss as the k-means initialisation.
-    let (_, km) = run(&opts(QuantMethod::KMeans, Objective::Block), &calib);
+    let (_, km) = run(&opts(Method::KMeans, Objective::Block), &calib);
     assert!(
         (km.blocks[0].loss - report.blocks[0].kmeans_loss.unwrap()).abs()
             <= 1e-9 * km.blocks[0].loss
@@ -340,7 +335,7 @@ fn block_objective_learns_and_beats_kmeans() {
 #[test]
 fn ablation_switches_change_the_run() {
     let calib = images(8);
-    let full = opts(QuantMethod::VimVq, Objective::Block);
+    let full = opts(Method::VimVq, Objective::Block);
     let mut no_ivq = full.clone();
     no_ivq.ivq = false;
     let mut no_hull = full.clone();
@@ -365,7 +360,7 @@ fn ablation_switches_change_the_run() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let o = opts(QuantMethod::VimVq, Objective::Block);
+    let o = opts(Method::VimVq, Objective::Block);
     let m = model();
     let e = quantize(&m, &[], &o, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("no calibration images"), "{e}");
@@ -385,7 +380,7 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn report_json_has_the_cli_fields() {
-    let (_, r) = run(&opts(QuantMethod::Vq4dit, Objective::Layer), &images(4));
+    let (_, r) = run(&opts(Method::Vq4dit, Objective::Layer), &images(4));
     let j = r.to_json();
     for key in [
         "method",
@@ -422,7 +417,7 @@ fn host_logits_match_the_runtime() {
     use vimvq_rt::format::AlignedBytes;
     use vimvq_rt::model::Model;
     let calib = images(6);
-    let (q, _) = run(&opts(QuantMethod::VimVq, Objective::Block), &calib);
+    let (q, _) = run(&opts(Method::VimVq, Objective::Block), &calib);
     for m in [model(), q] {
         let host = vimvq_pack::quantize::logits(&m, &calib, 2).unwrap();
         let bytes = AlignedBytes::from_slice(&to_bytes(&m).unwrap());
@@ -467,7 +462,7 @@ fn mean_kl(q: &PackedModel, images: &[Vec<f32>]) -> f64 {
 #[test]
 fn finetuning_lowers_the_kl_keeps_the_indices_and_ignores_threads() {
     let calib = images(16);
-    let mut o = opts(QuantMethod::KMeans, Objective::Block);
+    let mut o = opts(Method::KMeans, Objective::Block);
     let (base, _) = run(&o, &calib);
     o.finetune_steps = 40;
     let mut events = Vec::new();
@@ -515,11 +510,11 @@ fn finetuning_lowers_the_kl_keeps_the_indices_and_ignores_threads() {
     }
     assert_eq!(moved, [true; 3]);
     for threads in [2, 3] {
-        o.vq.threads = threads;
+        o.threads = threads;
         assert_eq!(run(&o, &calib).0, ft, "{threads} threads");
     }
     // RTN has no codebooks: the stage does not run.
-    let mut r = opts(QuantMethod::Rtn, Objective::Block);
+    let mut r = opts(Method::Rtn, Objective::Block);
     r.finetune_steps = 5;
     let (rq, rr) = run(&r, &calib);
     assert!(rr.finetune.is_none());

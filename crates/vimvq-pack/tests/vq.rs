@@ -4,13 +4,15 @@
 
 use std::time::Instant;
 
+use vimvq_pack::rng::SplitMix64;
 use vimvq_pack::vq::fcco::Fcco;
 use vimvq_pack::vq::kmeans::{kmeans, kmeans_pp, lloyd, KMeansConfig};
-use vimvq_pack::vq::layer_objective::{quantize_layer, HessianAccumulator, LayerObjective, Method};
-use vimvq_pack::vq::rng::SplitMix64;
+use vimvq_pack::vq::layer_objective::{
+    layer_fcco, layer_gptvq, layer_kmeans, HessianAccumulator, LayerObjective,
+};
 use vimvq_pack::vq::rtn::rtn;
 use vimvq_pack::vq::search::{nearest_scalar, sq_dist};
-use vimvq_pack::vq::train::{FccoTrainer, Variant};
+use vimvq_pack::vq::train::{FccoSettings, FccoTrainer};
 use vimvq_pack::vq::{bits_to_kd, RmsProp, SubVectors, VqConfig, VqError, VqLayer};
 use vimvq_rt::format::TensorData;
 
@@ -115,11 +117,6 @@ fn config_defaults_bits_table_and_validation() {
         assert!((c.bits_per_weight() - b as f64).abs() < 1e-12, "bits {b}");
     }
     assert!(VqConfig::with_bits(0).is_err());
-    for m in Method::ALL {
-        assert_eq!(m.name().parse::<Method>().unwrap(), m);
-    }
-    assert_eq!("ViM-VQ".parse::<Method>().unwrap(), Method::VimVq);
-    assert!("rtn".parse::<Method>().is_err());
     let bad = [
         VqConfig { k: 0, ..c.clone() },
         VqConfig {
@@ -182,7 +179,6 @@ fn kmeans_recovers_well_separated_clusters() {
         k: 8,
         max_iters: 100,
         seed: 5,
-        threads: 1,
     };
     let km = kmeans(&pts, d, &cfg).unwrap();
     assert!(km.converged);
@@ -217,7 +213,6 @@ fn kmeans_loss_never_increases() {
         k: 64,
         max_iters: 60,
         seed: 1,
-        threads: 1,
     };
     let km = kmeans(&pts, d, &cfg).unwrap();
     assert!(km.loss_history.len() > 10, "{:?}", km.loss_history);
@@ -245,7 +240,7 @@ fn kmeans_reseeds_an_empty_cluster_from_the_worst_point() {
     // 1-D: the centre at 1000 gets no point; after the first update the worst point (10, error
     // (10 − 2.575)²) re-seeds it.
     let pts = [0.0f32, 0.1, 0.2, 10.0];
-    let km = lloyd(&pts, 1, vec![0.1, 1000.0], 100, 1);
+    let km = lloyd(&pts, 1, vec![0.1, 1000.0], 100);
     assert_eq!(km.reseeded, 1);
     assert!(km.converged);
     assert_eq!(km.assign, vec![0, 0, 0, 1]);
@@ -260,7 +255,6 @@ fn kmeans_reseeds_an_empty_cluster_from_the_worst_point() {
             k: 4,
             max_iters: 10,
             seed: 0,
-            threads: 1,
         },
     )
     .unwrap();
@@ -268,22 +262,32 @@ fn kmeans_reseeds_an_empty_cluster_from_the_worst_point() {
     assert_eq!(km.loss(), 0.0);
 }
 
+/// Runs `f` on a rayon pool of `threads` workers.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[test]
 fn kmeans_is_deterministic_for_a_seed_whatever_the_thread_count() {
     let d = 3;
     let pts = gaussian(9000 * d, 4);
     let run = |seed, threads| {
-        kmeans(
-            &pts,
-            d,
-            &KMeansConfig {
-                k: 50,
-                max_iters: 30,
-                seed,
-                threads,
-            },
-        )
-        .unwrap()
+        on_threads(threads, || {
+            kmeans(
+                &pts,
+                d,
+                &KMeansConfig {
+                    k: 50,
+                    max_iters: 30,
+                    seed,
+                },
+            )
+            .unwrap()
+        })
     };
     let a = run(3, 1);
     for t in [1, 2, 3] {
@@ -355,7 +359,6 @@ fn kmeans_exhaustive_small_cases_against_brute_force() {
                     k,
                     max_iters: 100,
                     seed,
-                    threads: 1,
                 };
                 let km = kmeans(&pts, d, &cfg).unwrap();
                 assert!(km.converged, "d {d} k {k} seed {seed}");
@@ -415,7 +418,6 @@ fn kmeans_accepts_the_extreme_sizes_and_rejects_bad_ones() {
             k: 65_536,
             max_iters: 3,
             seed: 0,
-            threads: 0,
         },
     )
     .unwrap();
@@ -426,7 +428,6 @@ fn kmeans_accepts_the_extreme_sizes_and_rejects_bad_ones() {
         k,
         max_iters: 3,
         seed: 0,
-        threads: 1,
     };
     assert!(kmeans(&pts, d, &cfg(0)).is_err());
     assert!(kmeans(&pts, d, &cfg(65_537)).is_err());
@@ -444,10 +445,10 @@ fn kmeans_lloyd_iteration_speed_on_vim_s_in_proj() {
     assert_eq!(sv.len(), 147_456);
     for threads in [1, 2] {
         let t0 = Instant::now();
-        let init = kmeans_pp(&sv.data, d, k, 0, threads);
+        let init = on_threads(threads, || kmeans_pp(&sv.data, d, k, 0));
         let t_pp = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let km = lloyd(&sv.data, d, init, 5, threads);
+        let km = on_threads(threads, || lloyd(&sv.data, d, init, 5));
         let t_lloyd = t1.elapsed().as_secs_f64();
         let per_iter = t_lloyd / km.loss_history.len() as f64;
         println!(
@@ -564,7 +565,6 @@ fn small_fcco(seed: u64) -> (Fcco, Vec<f32>) {
         k: 6,
         d: 3,
         hull: 4,
-        threads: 1,
         ..VqConfig::default()
     };
     let w = gaussian(rows * cols, seed);
@@ -689,7 +689,6 @@ fn fcco_initial_hull_and_logits_follow_the_spec() {
         k: 16,
         d: 2,
         hull: 4,
-        threads: 1,
         ..VqConfig::default()
     };
     let w = gaussian(4 * 6, 31);
@@ -749,7 +748,6 @@ fn hull_update_replaces_the_lowest_ratio_member_when_closer() {
         k: 5,
         d: 1,
         hull: 2,
-        threads: 1,
         ..VqConfig::default()
     };
     // One weight 0.4; codebook 0, 1, 1.3, 3, 10 → hull {0, 1}.
@@ -789,7 +787,6 @@ fn ivq_confirms_above_tau_freezes_and_forces_the_floor() {
         k: 16,
         d: 2,
         hull: 4,
-        threads: 1,
         ..VqConfig::default()
     };
     let (rows, cols) = (8, 10);
@@ -872,7 +869,7 @@ fn random_layer(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
         })
         .collect();
     let m = 4 * cols;
-    let mut acc = HessianAccumulator::new(cols, 1);
+    let mut acc = HessianAccumulator::new(cols);
     let mut x = vec![0.0f32; m * cols];
     for row in x.chunks_exact_mut(cols) {
         let z: Vec<f64> = (0..cols).map(|_| r.normal()).collect();
@@ -890,11 +887,13 @@ fn random_layer(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
 fn hessian_accumulator_matches_direct_xtx_across_batches_and_threads() {
     let cols = 9;
     let x = gaussian(50 * cols, 51);
-    let mut one = HessianAccumulator::new(cols, 1);
-    one.add(&x[..20 * cols]).unwrap();
-    one.add(&x[20 * cols..]).unwrap();
-    let mut two = HessianAccumulator::new(cols, 2);
-    two.add(&x).unwrap();
+    let mut one = HessianAccumulator::new(cols);
+    on_threads(1, || {
+        one.add(&x[..20 * cols]).unwrap();
+        one.add(&x[20 * cols..]).unwrap();
+    });
+    let mut two = HessianAccumulator::new(cols);
+    on_threads(2, || two.add(&x)).unwrap();
     let (h1, h2) = (one.finish(), two.finish());
     for a in 0..cols {
         for b in 0..cols {
@@ -913,7 +912,7 @@ fn hessian_accumulator_matches_direct_xtx_across_batches_and_threads() {
 fn layer_objective_loss_and_gradient_match_f64_references() {
     let (rows, cols) = (5, 8);
     let (w, h) = random_layer(rows, cols, 61);
-    let obj = LayerObjective::new(&w, rows, cols, &h, 1).unwrap();
+    let obj = LayerObjective::new(&w, rows, cols, &h).unwrap();
     let w_hat: Vec<f32> = w
         .iter()
         .zip(gaussian(rows * cols, 62))
@@ -959,7 +958,7 @@ fn layer_objective_loss_and_gradient_match_f64_references() {
         nrm <= FD_BUDGET && worst <= FD_BUDGET,
         "layer gradient: {nrm} {worst}"
     );
-    assert!(LayerObjective::new(&w, rows, cols, &h[1..], 1).is_err());
+    assert!(LayerObjective::new(&w, rows, cols, &h[1..]).is_err());
 }
 
 /// One method's hard losses over the seeds of a comparison.
@@ -975,35 +974,27 @@ fn compare_methods(rows: usize, cols: usize, bits: u32, seeds: &[u64]) {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for &seed in seeds {
         let (w, h) = random_layer(rows, cols, seed);
-        let obj = LayerObjective::new(&w, rows, cols, &h, 0).unwrap();
+        let obj = LayerObjective::new(&w, rows, cols, &h).unwrap();
         let cfg = VqConfig {
             seed,
             ..VqConfig::with_bits(bits).unwrap()
         };
         let t = Instant::now();
-        let vim = quantize_layer(&obj, &cfg, Method::VimVq).unwrap();
+        let vim = layer_fcco(&obj, &cfg, FccoSettings::from_config(&cfg)).unwrap();
         let t_vim = t.elapsed().as_secs_f64();
-        let vq4 = quantize_layer(&obj, &cfg, Method::Vq4dit).unwrap();
-        let km = quantize_layer(&obj, &cfg, Method::KMeans).unwrap();
-        let gpt = quantize_layer(&obj, &cfg, Method::Gptvq).unwrap();
-        let n2 = quantize_layer(
-            &obj,
-            &VqConfig {
-                hull: 2,
-                ..cfg.clone()
-            },
-            Method::VimVq,
-        )
-        .unwrap();
-        let n8 = quantize_layer(
-            &obj,
-            &VqConfig {
-                hull: 8,
-                ..cfg.clone()
-            },
-            Method::VimVq,
-        )
-        .unwrap();
+        let vq4 = layer_fcco(&obj, &cfg, FccoSettings::VQ4DIT).unwrap();
+        let km = layer_kmeans(&obj, &cfg).unwrap();
+        let gpt = layer_gptvq(&obj, &cfg).unwrap();
+        let cfg_n2 = VqConfig {
+            hull: 2,
+            ..cfg.clone()
+        };
+        let n2 = layer_fcco(&obj, &cfg_n2, FccoSettings::from_config(&cfg_n2)).unwrap();
+        let cfg_n8 = VqConfig {
+            hull: 8,
+            ..cfg.clone()
+        };
+        let n8 = layer_fcco(&obj, &cfg_n8, FccoSettings::from_config(&cfg_n8)).unwrap();
         let rt = rtn(&w, rows, cols, bits).unwrap();
         println!(
             "{bits}-bit {rows}x{cols} (k {}, d {}) seed {seed}: rtn {:.3e}  kmeans {:.3e}  gptvq {:.3e}  \
@@ -1097,13 +1088,13 @@ fn layer_objective_1_bit_pads_rows_and_still_confirms_everything() {
     // dt_proj-like: 12 input columns, d = 8 → rows padded to 16.
     let (rows, cols) = (48, 12);
     let (w, h) = random_layer(rows, cols, 71);
-    let obj = LayerObjective::new(&w, rows, cols, &h, 1).unwrap();
+    let obj = LayerObjective::new(&w, rows, cols, &h).unwrap();
     let cfg = VqConfig {
         k: 32,
         steps: 100,
         ..VqConfig::with_bits(1).unwrap()
     };
-    let vim = quantize_layer(&obj, &cfg, Method::VimVq).unwrap();
+    let vim = layer_fcco(&obj, &cfg, FccoSettings::from_config(&cfg)).unwrap();
     assert_eq!(vim.layer.indices.len(), rows * 2);
     assert_eq!(vim.hardened_at_end, 0);
     assert!(
@@ -1115,18 +1106,19 @@ fn layer_objective_1_bit_pads_rows_and_still_confirms_everything() {
 }
 
 #[test]
-fn quantize_layer_is_bit_identical_across_runs_and_thread_counts() {
+fn layer_fcco_is_bit_identical_across_runs_and_thread_counts() {
     let (rows, cols) = (64, 96);
     let (w, h) = random_layer(rows, cols, 81);
     let run = |threads| {
-        let obj = LayerObjective::new(&w, rows, cols, &h, threads).unwrap();
-        let cfg = VqConfig {
-            steps: 60,
-            threads,
-            seed: 9,
-            ..VqConfig::default()
-        };
-        quantize_layer(&obj, &cfg, Method::VimVq).unwrap()
+        on_threads(threads, || {
+            let obj = LayerObjective::new(&w, rows, cols, &h).unwrap();
+            let cfg = VqConfig {
+                steps: 60,
+                seed: 9,
+                ..VqConfig::default()
+            };
+            layer_fcco(&obj, &cfg, FccoSettings::from_config(&cfg)).unwrap()
+        })
     };
     let a = run(1);
     for t in [1, 2, 3] {
@@ -1168,11 +1160,17 @@ fn trainer_drives_a_block_style_loop() {
         k: 16,
         d: 4,
         steps: 100,
-        threads: 1,
         ..VqConfig::default()
     };
-    let (mut tr, base) =
-        FccoTrainer::from_kmeans(&w, rows, cols, &cfg, Variant::VimVq, cfg.steps).unwrap();
+    let (mut tr, base) = FccoTrainer::from_kmeans(
+        &w,
+        rows,
+        cols,
+        &cfg,
+        FccoSettings::from_config(&cfg),
+        cfg.steps,
+    )
+    .unwrap();
     let mut last = None;
     for _ in 0..cfg.steps {
         let wh = tr.w_hat();
@@ -1188,14 +1186,16 @@ fn trainer_drives_a_block_style_loop() {
     assert_eq!(last.steps_done, 100);
     assert_eq!(tr.steps_done(), 100);
     assert_eq!(last.confirmed_fraction, 1.0);
-    assert_eq!(tr.variant(), Variant::VimVq);
+    assert_eq!(tr.settings(), FccoSettings::from_config(&cfg));
     let layer = tr.finish();
     assert_eq!((layer.rows, layer.cols), (rows, cols));
     assert_eq!(layer.indices.len(), rows * cols.div_ceil(4));
     let (start, end) = (loss(&base.dequantize()), loss(&layer.dequantize()));
     println!("block-style loop: k-means {start:.4e} → ViM-VQ {end:.4e}");
     assert!(end < 0.9 * start, "{end} vs {start}");
-    let (mut tr, _) = FccoTrainer::from_kmeans(&w, rows, cols, &cfg, Variant::VimVq, 10).unwrap();
+    let (mut tr, _) =
+        FccoTrainer::from_kmeans(&w, rows, cols, &cfg, FccoSettings::from_config(&cfg), 10)
+            .unwrap();
     assert!(tr.step(&[0.0; 3]).is_err());
 }
 

@@ -8,8 +8,11 @@
 //!
 //! * [`ops`]: each operator (linear, depthwise conv causal/anti-causal, SiLU, softplus, selective
 //!   scan, gate/combine) with its backward and a naive oracle;
-//! * [`block`]: [`forward`] (records a [`Cache`]) and [`backward`] composing them, threaded over
-//!   the batch.
+//! * [`params`]: the mixer's dimensions and tensors ([`BlockDims`], [`BlockParams`]);
+//! * [`grads`]: the gradients of the trainable tensors ([`Grads`]);
+//! * [`cache`]: what the forward records for the backward ([`Cache`]);
+//! * [`pass`]: [`forward`] (records a [`Cache`]) and [`backward`] composing the ops, parallel
+//!   over the batch on the current rayon pool, and the loss [`rel_mse`].
 //!
 //! Everything is generic over [`Float`] (`f32` for calibration, `f64` for gradient checks).
 //!
@@ -21,24 +24,27 @@
 //! let (len, batch) = (5, 2);
 //! let hn: Vec<f32> = (0..batch * len * 8).map(|i| (i as f32 * 0.37).sin()).collect();
 //! let mut cache = Cache::new();
-//! let y_ref = forward(&target, &hn, len, &mut cache, 1);
-//! let y = forward(&params, &hn, len, &mut cache, 2);
+//! let y_ref = forward(&target, &hn, len, &mut cache);
+//! let y = forward(&params, &hn, len, &mut cache);
 //! let mut dy = vec![0.0; y.len()];
 //! let loss = rel_mse(&y, &y_ref, Some(&mut dy));
-//! let grads = backward(&params, &mut cache, &dy, 2);
+//! let grads = backward(&params, &mut cache, &dy);
 //! assert!(loss > 0.0 && grads.in_proj.iter().any(|g| *g != 0.0));
 //! ```
 
-pub mod block;
+pub mod cache;
 pub mod float;
+pub mod grads;
 pub mod model;
 pub mod ops;
+pub mod params;
+pub mod pass;
 
 #[cfg(test)]
 mod tests;
 
-pub use block::{
-    backward, backward_with_input, forward, rel_mse, BlockDims, BlockParams, Cache, CalibError,
-    DirGrads, DirParams, Grads, MIXER_ROLES, TRAINABLE_ROLES,
-};
+pub use cache::Cache;
 pub use float::Float;
+pub use grads::{DirGrads, Grads};
+pub use params::{BlockDims, BlockParams, CalibError, DirParams, MIXER_ROLES, TRAINABLE_ROLES};
+pub use pass::{backward, backward_with_input, forward, rel_mse};

@@ -7,7 +7,10 @@
 //! the block backward ([`backward_with_input`]) through the norms and residual adds, so memory is
 //! one block's record plus `depth + 1` residual streams of the batch.
 
-use super::block::{backward_with_input, forward, BlockParams, Cache, Grads};
+use super::cache::Cache;
+use super::grads::Grads;
+use super::params::BlockParams;
+use super::pass::{backward_with_input, forward};
 use super::float::Float;
 
 /// The parameters the end-to-end pass runs with (row-major, PyTorch layout).
@@ -114,8 +117,8 @@ pub fn rmsnorm_backward<T: Float>(
 
 /// Logits of a batch `r_0 (B, L, D)` → `(B, classes)`, and the checkpoints for the backward.
 ///
-/// Blocks run with [`forward`] on `threads` threads (`cache` is reused); the result does not
-/// depend on `threads`.
+/// Blocks run with [`forward`] on the current rayon pool (`cache` is reused); the result does
+/// not depend on its size.
 ///
 /// # Panics
 /// If `r0.len()` is not a multiple of `L · D`.
@@ -123,7 +126,6 @@ pub fn model_forward<T: Float>(
     p: &ModelParams<T>,
     r0: &[T],
     cache: &mut Cache<T>,
-    threads: usize,
 ) -> (Vec<T>, Checkpoints<T>) {
     let (len, d) = (p.seq_len, p.d_model());
     let row = len * d;
@@ -137,7 +139,7 @@ pub fn model_forward<T: Float>(
     for (bp, norm) in p.blocks.iter().zip(&p.norms) {
         residuals.push(r.clone());
         rmsnorm(&r, norm, p.eps, &mut hn);
-        let y = forward(bp, &hn, len, cache, threads);
+        let y = forward(bp, &hn, len, cache);
         for (a, b) in r.iter_mut().zip(&y) {
             *a += *b;
         }
@@ -168,7 +170,7 @@ fn head_forward<T: Float>(p: &ModelParams<T>, r: &[T]) -> Vec<T> {
 
 /// Gradients given `dlogits = dL/d logits` `(B, classes)` of the [`model_forward`] that produced
 /// `ck` with the same `p`. Recomputes each block's forward (into `cache`) before its backward.
-/// Bit-identical for every `threads`.
+/// Bit-identical for every rayon pool size.
 ///
 /// # Panics
 /// If `dlogits` does not match the batch of `ck`.
@@ -177,7 +179,6 @@ pub fn model_backward<T: Float>(
     ck: &Checkpoints<T>,
     dlogits: &[T],
     cache: &mut Cache<T>,
-    threads: usize,
 ) -> ModelGrads<T> {
     let (len, d, classes) = (p.seq_len, p.d_model(), p.classes());
     let row = len * d;
@@ -216,9 +217,9 @@ pub fn model_backward<T: Float>(
     for b in (0..depth).rev() {
         let (bp, norm, r) = (&p.blocks[b], &p.norms[b], &ck.residuals[b]);
         rmsnorm(r, norm, p.eps, &mut hn);
-        forward(bp, &hn, len, cache, threads);
+        forward(bp, &hn, len, cache);
         // dr holds dL/dr_{b+1}: it flows to r_b directly (residual add) and through the mixer.
-        let g = backward_with_input(bp, cache, &dr, &mut dhn, threads);
+        let g = backward_with_input(bp, cache, &dr, &mut dhn);
         let mut gn = vec![T::ZERO; d];
         rmsnorm_backward(r, norm, p.eps, &dhn, &mut dr, &mut gn);
         blocks.push(g);

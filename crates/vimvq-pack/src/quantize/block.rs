@@ -11,8 +11,8 @@ use super::forward::mixer_batch;
 use super::progress::ProgressEvent;
 use super::roles::{BIAS_ROLES, QUANT_ROLES};
 use crate::calib::{backward, forward, rel_mse, BlockParams, Cache};
-use crate::vq::rng::SplitMix64;
-use crate::vq::{FccoTrainer, RmsProp, Variant, VqConfig, VqLayer};
+use crate::rng::SplitMix64;
+use crate::vq::{FccoSettings, FccoTrainer, RmsProp, VqConfig, VqLayer};
 
 /// Calibration data of one block: the normalised inputs `hn` and the f32 mixer outputs `y_ref`,
 /// both `(images, L, D)`.
@@ -29,14 +29,12 @@ pub(super) struct BlockData<'a> {
 pub(super) struct TrainSettings<'a> {
     /// FCCO/IVQ settings (ablation switches already applied).
     pub vq: &'a VqConfig,
-    /// ViM-VQ or VQ4DiT.
-    pub variant: Variant,
+    /// ViM-VQ or VQ4DiT settings of the trainers.
+    pub fcco: FccoSettings,
     /// Images per optimiser step.
     pub batch: usize,
     /// Block index (part of the minibatch seed).
     pub block: usize,
-    /// Worker threads for the block forward/backward.
-    pub threads: usize,
 }
 
 /// Outcome of [`train_block`].
@@ -77,7 +75,7 @@ pub(super) fn train_block(
     params: &BlockParams<f32>,
     data: &BlockData<'_>,
     s: &TrainSettings<'_>,
-    progress: &mut dyn FnMut(ProgressEvent),
+    progress: &mut (dyn FnMut(ProgressEvent) + Send),
 ) -> Result<Trained, QuantError> {
     let cfg = s.vq;
     let steps = cfg.steps;
@@ -92,12 +90,12 @@ pub(super) fn train_block(
             .tensor(role)
             .ok_or(QuantError::Internal("mixer role"))?;
         let (rows, cols) = role_shape(params, role);
-        let (t, base) = FccoTrainer::from_kmeans(w, rows, cols, cfg, s.variant, steps)
+        let (t, base) = FccoTrainer::from_kmeans(w, rows, cols, cfg, s.fcco, steps)
             .map_err(|e| QuantError::layer(s.block, role, e))?;
         set(&mut params_q, role, &base.dequantize());
         trainers.push(t);
     }
-    let y_km = mixer_batch(&params_q, data.hn, data.len, s.threads);
+    let y_km = mixer_batch(&params_q, data.hn, data.len);
     let kmeans_loss = rel_mse(&y_km, data.y_ref, None);
     drop(y_km);
 
@@ -130,7 +128,7 @@ pub(super) fn train_block(
             hb[slot * row..(slot + 1) * row].copy_from_slice(&data.hn[i * row..(i + 1) * row]);
             yb[slot * row..(slot + 1) * row].copy_from_slice(&data.y_ref[i * row..(i + 1) * row]);
         }
-        let y = forward(&params_q, &hb, data.len, &mut cache, s.threads);
+        let y = forward(&params_q, &hb, data.len, &mut cache);
         let loss = rel_mse(&y, &yb, Some(&mut dy));
         if !loss.is_finite() {
             return Err(QuantError::Diverged {
@@ -138,7 +136,7 @@ pub(super) fn train_block(
                 step,
             });
         }
-        let grads = backward(&params_q, &mut cache, &dy, s.threads);
+        let grads = backward(&params_q, &mut cache, &dy);
         let mut confirmed = 0;
         for (t, role) in trainers.iter_mut().zip(QUANT_ROLES) {
             let g = grads

@@ -15,6 +15,14 @@ pub enum QuantError {
     /// Invalid quantizer settings.
     #[error("{0}")]
     Vq(VqError),
+    /// The worker thread pool could not be started.
+    #[error("cannot start {threads} worker threads: {msg}")]
+    Threads {
+        /// Threads asked for (0 = all cores).
+        threads: usize,
+        /// Details.
+        msg: String,
+    },
     /// No calibration images.
     #[error("no calibration images")]
     NoCalibration,

@@ -6,18 +6,20 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use vimvq_rt::format::{PackedModel, Role, TensorData};
 use vimvq_rt::VimConfig;
 
 use super::block::{sample, set};
 use super::error::QuantError;
-use super::forward::{embed_image, parallel_for};
+use super::forward::embed_image;
 use super::progress::ProgressEvent;
 use super::roles::{BIAS_ROLES, QUANT_ROLES};
 use super::QuantOptions;
 use crate::calib::model::{codebook_grad, kl_loss, model_backward, model_forward, ModelParams};
 use crate::calib::{BlockParams, Cache, MIXER_ROLES};
-use crate::vq::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::vq::{RmsProp, VqLayer};
 
 /// RMSprop learning rate of the codebooks.
@@ -129,21 +131,16 @@ impl Prefix {
         })
     }
 
-    fn residual(&self, images: &[&Vec<f32>], threads: usize) -> Vec<f32> {
+    fn residual(&self, images: &[&Vec<f32>]) -> Vec<f32> {
         let row = self.cfg.seq_len() * self.cfg.embed_dim;
         let mut r = vec![0.0f32; images.len() * row];
-        let mut items: Vec<(&&Vec<f32>, &mut [f32])> =
-            images.iter().zip(r.chunks_exact_mut(row)).collect();
-        parallel_for(
-            &mut items,
-            threads,
-            || (),
-            |_, (img, out)| {
+        r.par_chunks_exact_mut(row)
+            .zip(images.par_iter())
+            .for_each(|(out, img)| {
                 embed_image(
                     &self.cfg, &self.w_t, &self.bias, &self.cls, &self.pos, img, out,
                 )
-            },
-        );
+            });
         r
     }
 }
@@ -157,8 +154,7 @@ pub(super) fn finetune(
     out: &mut PackedModel,
     calib: &[Vec<f32>],
     opts: &QuantOptions,
-    threads: usize,
-    progress: &mut dyn FnMut(ProgressEvent),
+    progress: &mut (dyn FnMut(ProgressEvent) + Send),
 ) -> Result<FinetuneStat, QuantError> {
     let start = Instant::now();
     let steps = opts.finetune_steps;
@@ -173,8 +169,8 @@ pub(super) fn finetune(
     let mut t_logits = Vec::with_capacity(calib.len() * classes);
     for chunk in calib.chunks(batch) {
         let imgs: Vec<&Vec<f32>> = chunk.iter().collect();
-        let r0 = prefix.residual(&imgs, threads);
-        t_logits.extend(model_forward(&teacher_params, &r0, &mut cache, threads).0);
+        let r0 = prefix.residual(&imgs);
+        t_logits.extend(model_forward(&teacher_params, &r0, &mut cache).0);
     }
     drop(teacher_params);
 
@@ -231,13 +227,13 @@ pub(super) fn finetune(
             tb[slot * classes..(slot + 1) * classes]
                 .copy_from_slice(&t_logits[i * classes..(i + 1) * classes]);
         }
-        let r0 = prefix.residual(&imgs, threads);
-        let (logits, ck) = model_forward(&params, &r0, &mut cache, threads);
+        let r0 = prefix.residual(&imgs);
+        let (logits, ck) = model_forward(&params, &r0, &mut cache);
         let loss = kl_loss(&tb, &logits, classes, Some(&mut dl));
         if !loss.is_finite() {
             return Err(QuantError::FinetuneDiverged { step });
         }
-        let g = model_backward(&params, &ck, &dl, &mut cache, threads);
+        let g = model_backward(&params, &ck, &dl, &mut cache);
         for s in &mut slots {
             let dw = g.blocks[s.block]
                 .tensor(s.role)

@@ -2,16 +2,18 @@
 //! embedding, middle cls token, position embedding), the per-block RMSNorm, and a mixer forward
 //! that also hands out the input of every quantized linear layer ("taps", for the Hessians).
 //!
-//! The mixer forward is the calibration's own per-image forward ([`crate::calib::block`]), run
-//! batch-wise without the backward: it computes the f32 targets `y_ref`, the Hessians of the
+//! The mixer forward is the calibration's own per-image forward ([`crate::calib::pass`]), run
+//! batch-wise (images in parallel on the current rayon pool) without the backward: it computes the f32 targets `y_ref`, the Hessians of the
 //! layer objective and the report, and advances the quantized residual stream.
 
 use vimvq_rt::format::Role;
 use vimvq_rt::VimConfig;
 
-pub(crate) use crate::calib::block::parallel_for;
-use crate::calib::block::{image_forward, ImageCache, Prepared};
+use rayon::prelude::*;
+
+use crate::calib::cache::ImageCache;
 use crate::calib::ops::{linear_forward_t, LinearDims};
+use crate::calib::pass::{image_forward, Prepared};
 use crate::calib::BlockParams;
 
 /// Patch embedding + cls token at `P/2` + position embedding of one normalised CHW image into
@@ -74,27 +76,19 @@ pub(crate) fn rmsnorm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Mixer outputs of a batch: `hn (B, L, D)` → `(B, L, D)`, images spread over `threads`.
-pub(crate) fn mixer_batch(
-    p: &BlockParams<f32>,
-    hn: &[f32],
-    len: usize,
-    threads: usize,
-) -> Vec<f32> {
+/// Mixer outputs of a batch: `hn (B, L, D)` → `(B, L, D)`.
+pub(crate) fn mixer_batch(p: &BlockParams<f32>, hn: &[f32], len: usize) -> Vec<f32> {
     let row = len * p.dims.d_model;
     let prep = Prepared::new(p);
     let mut y = vec![0.0f32; hn.len()];
-    let mut items: Vec<(&[f32], &mut [f32])> =
-        hn.chunks_exact(row).zip(y.chunks_exact_mut(row)).collect();
-    parallel_for(&mut items, threads, ImageCache::default, |ic, (h, o)| {
-        ic.shape(p.dims, len);
-        image_forward(p, &prep, h, len, ic, o)
-    });
+    hn.par_chunks_exact(row)
+        .zip(y.par_chunks_exact_mut(row))
+        .for_each_init(ImageCache::default, |ic, (h, o)| {
+            ic.shape(p.dims, len);
+            image_forward(p, &prep, h, len, ic, o)
+        });
     y
 }
-
-/// One image of [`mixer_batch_taps`]: `((hn, y), per-role tap outputs)`.
-type TapItem<'a> = ((&'a [f32], &'a mut [f32]), Vec<&'a mut [f32]>);
 
 /// Mixer outputs of a batch plus the inputs of every quantized linear layer: for each role of
 /// `roles`, a `(B·L) × cols` matrix.
@@ -103,7 +97,6 @@ pub(crate) fn mixer_batch_taps(
     hn: &[f32],
     len: usize,
     roles: &[Role],
-    threads: usize,
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
     let dims = p.dims;
     let row = len * dims.d_model;
@@ -129,23 +122,16 @@ pub(crate) fn mixer_batch_taps(
                 slot.push(chunk);
             }
         }
-        let mut items: Vec<TapItem<'_>> = hn
-            .chunks_exact(row)
-            .zip(y.chunks_exact_mut(row))
+        hn.par_chunks_exact(row)
+            .zip(y.par_chunks_exact_mut(row))
             .zip(per_image)
-            .collect();
-        parallel_for(
-            &mut items,
-            threads,
-            ImageCache::default,
-            |ic, ((h, o), outs)| {
+            .for_each_init(ImageCache::default, |ic, ((h, o), mut outs)| {
                 ic.shape(p.dims, len);
                 image_forward(p, &prep, h, len, ic, o);
                 for (dst, &role) in outs.iter_mut().zip(roles) {
                     dst.copy_from_slice(ic.tap(role));
                 }
-            },
-        );
+            });
     }
     (y, taps)
 }
@@ -169,11 +155,15 @@ mod tests {
         let hn: Vec<f32> = (0..batch * len * 16)
             .map(|i| (i as f32 * 0.173).sin())
             .collect();
-        let want = forward(&p, &hn, len, &mut Cache::new(), 2);
+        let want = forward(&p, &hn, len, &mut Cache::new());
         for threads in [1, 2, 3] {
-            assert_eq!(mixer_batch(&p, &hn, len, threads), want);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| mixer_batch(&p, &hn, len)), want);
             let roles = [Role::InProj, Role::DtProjWBack, Role::OutProj];
-            let (y, taps) = mixer_batch_taps(&p, &hn, len, &roles, threads);
+            let (y, taps) = pool.install(|| mixer_batch_taps(&p, &hn, len, &roles));
             assert_eq!(y, want);
             assert_eq!(taps[0], hn);
             assert_eq!(taps[1].len(), batch * len * 3);

@@ -21,11 +21,11 @@
 //!    quantized* blocks `0..b` (errors propagate, as in the paper); the f32 mixer gives the
 //!    target `y_ref` and the input `X` of each of the six layers, from which `H = XᵀX` is
 //!    accumulated (layer objective, GPTVQ, and every layer's `rel_output_error` in the report).
-//! 3. The block's layers are quantized with the chosen [`QuantMethod`] and [`Objective`]:
+//! 3. The block's layers are quantized with the chosen [`Method`] and [`Objective`]:
 //!    * `vimvq` / `vq4dit`, block objective: k-means init, then `steps` optimiser steps of FCCO
 //!      (+ hull update + IVQ for `vimvq`) on minibatches of `batch` images sampled from the seed,
 //!      loss `rel_mse(mixer_q(hn), y_ref)`, Δ biases trained by RMSprop; then hard.
-//!    * `vimvq` / `vq4dit`, layer objective: [`crate::vq::quantize_layer`] on each layer's
+//!    * `vimvq` / `vq4dit`, layer objective: [`crate::vq::layer_fcco`] on each layer's
 //!      Hessian-weighted loss (no backprop through the scan; biases stay f32 as trained).
 //!    * `kmeans`: k-means codebook + nearest assignment (no calibration).
 //!    * `gptvq`: Hessian-weighted assignment with GPTQ error feedback, then codebook fine-tuning
@@ -36,13 +36,15 @@
 //!
 //! # Determinism
 //! The output depends only on the model, the images (and their order), and the options, never on
-//! `threads`: every parallel loop splits per-image or per-point work whose results do not depend
-//! on the split, and all reductions run in a fixed order.
+//! `threads`: [`quantize`] runs on a rayon pool of that size, every parallel loop splits
+//! per-image or per-point work whose results do not depend on the split, and all reductions run
+//! in a fixed sequential order.
 
 mod block;
 mod error;
 mod finetune;
 mod forward;
+mod method;
 mod options;
 mod progress;
 mod report;
@@ -53,20 +55,24 @@ use std::time::Instant;
 use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::VimConfig;
 
+use rayon::prelude::*;
+
 use crate::calib::{rel_mse, BlockParams};
 use crate::vq::{
-    quantize_layer, rtn, HessianAccumulator, LayerObjective, Method, Variant, VqLayer,
+    layer_fcco, layer_gptvq, layer_kmeans, rtn, FccoSettings, HessianAccumulator, LayerObjective,
+    LayerReport, VqError, VqLayer,
 };
 
 pub use self::error::QuantError;
 pub use self::finetune::FinetuneStat;
-pub use self::options::{Objective, QuantMethod, QuantOptions};
+pub use self::method::Method;
+pub use self::options::{Objective, QuantOptions};
 pub use self::progress::ProgressEvent;
 pub use self::roles::QUANT_ROLES;
 pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
 
 use self::block::{role_shape, set, BlockData, TrainSettings};
-use self::forward::{embed_image, mixer_batch, mixer_batch_taps, parallel_for, rmsnorm_rows};
+use self::forward::{embed_image, mixer_batch, mixer_batch_taps, rmsnorm_rows};
 use self::roles::BIAS_ROLES;
 
 /// Images per chunk of the f32 target / Hessian pass (bounds its memory).
@@ -135,19 +141,119 @@ fn rel_weight_error(w: &[f32], w_hat: &[f32]) -> f64 {
     num / den.max(f64::MIN_POSITIVE)
 }
 
+/// A rayon pool of `threads` workers (0 = all cores).
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, QuantError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| QuantError::Threads {
+            threads,
+            msg: e.to_string(),
+        })
+}
+
+/// Quantizes every layer of a block on its own objective with `f` (one of [`layer_kmeans`],
+/// [`layer_gptvq`], [`layer_fcco`]).
+fn per_layer(
+    block: usize,
+    objectives: &[LayerObjective],
+    f16: bool,
+    f: impl Fn(&LayerObjective) -> Result<LayerReport, VqError>,
+) -> Result<Vec<Quantized>, QuantError> {
+    let mut out = Vec::with_capacity(objectives.len());
+    for (role, obj) in QUANT_ROLES.iter().zip(objectives) {
+        let lr = f(obj).map_err(|e| QuantError::layer(block, *role, e))?;
+        let (data, w_hat, bits) = stored_layer(lr.layer, f16);
+        out.push((*role, data, w_hat, bits));
+    }
+    Ok(out)
+}
+
+/// The `rtn` baseline on every layer of a block: the dequantized weight, stored as f32, and its
+/// ideal bits.
+fn rtn_layers(
+    block: usize,
+    objectives: &[LayerObjective],
+    bits: u32,
+) -> Result<Vec<Quantized>, QuantError> {
+    let mut out = Vec::with_capacity(objectives.len());
+    for (role, obj) in QUANT_ROLES.iter().zip(objectives) {
+        let r = rtn(obj.weight(), obj.rows(), obj.cols(), bits)
+            .map_err(|e| QuantError::layer(block, *role, e))?;
+        let bits = (r.ideal_bits() as f64, 0.0, 0.0);
+        out.push((*role, TensorData::F32(r.w_hat.clone()), r.w_hat, bits));
+    }
+    Ok(out)
+}
+
+/// The block objective ([`block::train_block`]): the block's layers, its trained Δ biases
+/// written to `params_q`, and the training figures in `stat`.
+#[allow(clippy::too_many_arguments)]
+fn block_layers(
+    params: &BlockParams<f32>,
+    data: &BlockData<'_>,
+    settings: &TrainSettings<'_>,
+    f16: bool,
+    stat: &mut BlockStat,
+    params_q: &mut BlockParams<f32>,
+    progress: &mut (dyn FnMut(ProgressEvent) + Send),
+) -> Result<Vec<Quantized>, QuantError> {
+    let n_img = data.hn.len() / (data.len * params.dims.d_model).max(1);
+    let trained = block::train_block(params, data, settings, progress)?;
+    let mut out = Vec::with_capacity(trained.layers.len());
+    for (role, layer) in QUANT_ROLES.iter().zip(trained.layers) {
+        let (data, w_hat, bits) = stored_layer(layer, f16);
+        out.push((*role, data, w_hat, bits));
+    }
+    for (&(_, brole), v) in BIAS_ROLES.iter().zip(&trained.biases) {
+        set(params_q, brole, v);
+    }
+    let n = trained.loss_history.len();
+    let w = (n / 10).max(1).min(n);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    stat.kmeans_loss = Some(trained.kmeans_loss);
+    if n > 0 {
+        stat.train_loss_first = Some(mean(&trained.loss_history[..w]));
+        stat.train_loss_last = Some(mean(&trained.loss_history[n - w..]));
+    }
+    stat.replaced = trained.replaced;
+    stat.train_seconds = trained.train_seconds;
+    stat.steps = n;
+    stat.images_steps_per_second = if trained.train_seconds > 0.0 {
+        (settings.batch.min(n_img) * n) as f64 / trained.train_seconds
+    } else {
+        0.0
+    };
+    stat.loss_history = trained.loss_history;
+    stat.confirmed_history = trained.confirmed_history;
+    Ok(out)
+}
+
 /// Quantizes `model` (all f32, as [`crate::import::to_packed`] makes it) with `opts`, calibrating
 /// on `calib` (normalised CHW images of [`VimConfig::input_len`] values, in a fixed order).
 ///
-/// `progress` receives [`ProgressEvent`]s from the calling thread. Returns the quantized model
-/// (preprocessing, labels and every other tensor copied) and the report.
+/// The run uses a rayon pool of `opts.threads` workers; `progress` receives [`ProgressEvent`]s in
+/// order, from one thread of that pool. Returns the quantized model (preprocessing, labels and
+/// every other tensor copied) and the report.
 pub fn quantize(
     model: &PackedModel,
     calib: &[Vec<f32>],
     opts: &QuantOptions,
-    progress: &mut dyn FnMut(ProgressEvent),
+    progress: &mut (dyn FnMut(ProgressEvent) + Send),
+) -> Result<(PackedModel, Report), QuantError> {
+    opts.validate()?;
+    let pool = thread_pool(opts.threads)?;
+    pool.install(|| quantize_on_pool(model, calib, opts, progress))
+}
+
+/// [`quantize`] on the current rayon pool.
+fn quantize_on_pool(
+    model: &PackedModel,
+    calib: &[Vec<f32>],
+    opts: &QuantOptions,
+    progress: &mut (dyn FnMut(ProgressEvent) + Send),
 ) -> Result<(PackedModel, Report), QuantError> {
     let start = Instant::now();
-    opts.validate()?;
     let vq = opts.effective_vq();
     let cfg = model.config;
     cfg.check()
@@ -169,11 +275,7 @@ pub fn quantize(
             });
         }
     }
-    let threads = if vq.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        vq.threads
-    };
+    let threads = rayon::current_num_threads();
     let tensors = Tensors { model };
     let (len, d) = (cfg.seq_len(), cfg.embed_dim);
     let row = len * d;
@@ -187,14 +289,10 @@ pub fn quantize(
         let bias = tensors.get(Role::PatchBias, 0)?;
         let cls = tensors.get(Role::ClsToken, 0)?;
         let pos = tensors.get(Role::PosEmbed, 0)?;
-        let mut items: Vec<(&Vec<f32>, &mut [f32])> =
-            calib.iter().zip(residual.chunks_exact_mut(row)).collect();
-        parallel_for(
-            &mut items,
-            threads,
-            || (),
-            |_, (img, out)| embed_image(&cfg, &w_t, bias, cls, pos, img, out),
-        );
+        calib
+            .par_iter()
+            .zip(residual.par_chunks_exact_mut(row))
+            .for_each(|(img, out)| embed_image(&cfg, &w_t, bias, cls, pos, img, out));
     }
 
     let mut out = model.clone();
@@ -225,13 +323,13 @@ pub fn quantize(
         let mut y_ref = vec![0.0f32; n_img * row];
         let mut hess: Vec<HessianAccumulator> = QUANT_ROLES
             .iter()
-            .map(|&r| HessianAccumulator::new(role_shape(&params, r).1, threads))
+            .map(|&r| HessianAccumulator::new(role_shape(&params, r).1))
             .collect();
         for (h, y) in hn
             .chunks(TAP_CHUNK * row)
             .zip(y_ref.chunks_mut(TAP_CHUNK * row))
         {
-            let (yc, taps) = mixer_batch_taps(&params, h, len, &QUANT_ROLES, threads);
+            let (yc, taps) = mixer_batch_taps(&params, h, len, &QUANT_ROLES);
             y.copy_from_slice(&yc);
             for (acc, x) in hess.iter_mut().zip(&taps) {
                 acc.add(x).map_err(QuantError::Vq)?;
@@ -242,7 +340,7 @@ pub fn quantize(
             let (rows, cols) = role_shape(&params, *role);
             let w = params.tensor(*role).ok_or(QuantError::Internal("role"))?;
             objectives.push(
-                LayerObjective::new(w, rows, cols, &acc.finish(), threads)
+                LayerObjective::new(w, rows, cols, &acc.finish())
                     .map_err(|e| QuantError::layer(b, *role, e))?,
             );
         }
@@ -254,79 +352,36 @@ pub fn quantize(
             block: b,
             ..BlockStat::default()
         };
-        let mut results: Vec<Quantized> = Vec::new();
-        let vq_method = |m: QuantMethod| match m {
-            QuantMethod::KMeans => Method::KMeans,
-            QuantMethod::Gptvq => Method::Gptvq,
-            QuantMethod::Vq4dit => Method::Vq4dit,
-            _ => Method::VimVq,
+        let f16 = opts.codebook_f16;
+        let mut fcco_layers = |settings: FccoSettings| match opts.objective {
+            Objective::Layer => per_layer(b, &objectives, f16, |o| layer_fcco(o, &vq, settings)),
+            Objective::Block => block_layers(
+                &params,
+                &BlockData {
+                    hn: &hn,
+                    y_ref: &y_ref,
+                    len,
+                },
+                &TrainSettings {
+                    vq: &vq,
+                    fcco: settings,
+                    batch: opts.batch,
+                    block: b,
+                },
+                f16,
+                &mut stat,
+                &mut params_q,
+                progress,
+            ),
         };
-        match (opts.method, opts.effective_objective()) {
-            (QuantMethod::Rtn, _) => {
-                for (role, obj) in QUANT_ROLES.iter().zip(&objectives) {
-                    let r = rtn(obj.weight(), obj.rows(), obj.cols(), opts.rtn_bits)
-                        .map_err(|e| QuantError::layer(b, *role, e))?;
-                    let bits = (r.ideal_bits() as f64, 0.0, 0.0);
-                    results.push((*role, TensorData::F32(r.w_hat.clone()), r.w_hat, bits));
-                }
-            }
-            (m @ (QuantMethod::VimVq | QuantMethod::Vq4dit), Some(Objective::Block)) => {
-                let variant = if m == QuantMethod::Vq4dit {
-                    Variant::Vq4dit
-                } else {
-                    Variant::VimVq
-                };
-                let trained = block::train_block(
-                    &params,
-                    &BlockData {
-                        hn: &hn,
-                        y_ref: &y_ref,
-                        len,
-                    },
-                    &TrainSettings {
-                        vq: &vq,
-                        variant,
-                        batch: opts.batch,
-                        block: b,
-                        threads,
-                    },
-                    progress,
-                )?;
-                for (role, layer) in QUANT_ROLES.iter().zip(trained.layers) {
-                    let (data, w_hat, bits) = stored_layer(layer, opts.codebook_f16);
-                    results.push((*role, data, w_hat, bits));
-                }
-                for (&(_, brole), v) in BIAS_ROLES.iter().zip(&trained.biases) {
-                    set(&mut params_q, brole, v);
-                }
-                let n = trained.loss_history.len();
-                let w = (n / 10).max(1).min(n);
-                let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
-                stat.kmeans_loss = Some(trained.kmeans_loss);
-                if n > 0 {
-                    stat.train_loss_first = Some(mean(&trained.loss_history[..w]));
-                    stat.train_loss_last = Some(mean(&trained.loss_history[n - w..]));
-                }
-                stat.replaced = trained.replaced;
-                stat.train_seconds = trained.train_seconds;
-                stat.steps = n;
-                stat.images_steps_per_second = if trained.train_seconds > 0.0 {
-                    (opts.batch.min(n_img) * n) as f64 / trained.train_seconds
-                } else {
-                    0.0
-                };
-                stat.loss_history = trained.loss_history;
-                stat.confirmed_history = trained.confirmed_history;
-            }
-            (m, _) => {
-                for (role, obj) in QUANT_ROLES.iter().zip(&objectives) {
-                    let lr = quantize_layer(obj, &vq, vq_method(m))
-                        .map_err(|e| QuantError::layer(b, *role, e))?;
-                    let (data, w_hat, bits) = stored_layer(lr.layer, opts.codebook_f16);
-                    results.push((*role, data, w_hat, bits));
-                }
-            }
-        }
+        // The one dispatch on the method.
+        let results = match opts.method {
+            Method::Rtn => rtn_layers(b, &objectives, opts.rtn_bits)?,
+            Method::KMeans => per_layer(b, &objectives, f16, |o| layer_kmeans(o, &vq))?,
+            Method::Gptvq => per_layer(b, &objectives, f16, |o| layer_gptvq(o, &vq))?,
+            Method::VimVq => fcco_layers(FccoSettings::from_config(&vq))?,
+            Method::Vq4dit => fcco_layers(FccoSettings::VQ4DIT)?,
+        };
 
         // Per-layer report, the hard block's loss, and the tensors of the output model.
         for ((role, data, w_hat, bits), obj) in results.into_iter().zip(&objectives) {
@@ -349,7 +404,7 @@ pub fn quantize(
             replace(&mut out, brole, b, TensorData::F32(v.to_vec()))?;
         }
         // 4. Advance the quantized residual stream.
-        let yq = mixer_batch(&params_q, &hn, len, threads);
+        let yq = mixer_batch(&params_q, &hn, len);
         stat.loss = rel_mse(&yq, &y_ref, None);
         for (r, y) in residual.iter_mut().zip(&yq) {
             *r += y;
@@ -364,7 +419,7 @@ pub fn quantize(
     // 5. Global fine-tuning of codebooks, norms and Δ biases, assignments fixed.
     if opts.effective_finetune_steps() > 0 {
         report.finetune = Some(finetune::finetune(
-            model, &mut out, calib, opts, threads, progress,
+            model, &mut out, calib, opts, progress,
         )?);
     }
     let nw = n_weights.max(1) as f64;
@@ -411,17 +466,21 @@ fn replace(
 
 /// Logits of `model` (f32 or quantized: VQ tensors are dequantized) on normalised CHW images,
 /// `images.len() × num_classes`, computed with the same f32 block forward as the calibration
-/// (batched over images and threads). A fast host-side evaluator for result tables and tests; the
+/// (batched over images, on a pool of `threads` workers, 0 = all cores). A fast host-side evaluator for result tables and tests; the
 /// deployment path is `vimvq_rt::forward::infer`, which agrees with it to f32 rounding.
 pub fn logits(
     model: &PackedModel,
     images: &[Vec<f32>],
     threads: usize,
 ) -> Result<Vec<f32>, QuantError> {
+    thread_pool(threads)?.install(|| logits_on_pool(model, images))
+}
+
+/// [`logits`] on the current rayon pool.
+fn logits_on_pool(model: &PackedModel, images: &[Vec<f32>]) -> Result<Vec<f32>, QuantError> {
     let cfg = model.config;
     cfg.check()
         .map_err(|e| QuantError::Model(format!("invalid config: {e}")))?;
-    let threads = threads.max(1);
     let dense = |role: Role, layer: usize| -> Result<Vec<f32>, QuantError> {
         let t = model
             .tensors
@@ -488,18 +547,14 @@ pub fn logits(
             }
         }
         let mut residual = vec![0.0f32; chunk.len() * row];
-        let mut items: Vec<(&Vec<f32>, &mut [f32])> =
-            chunk.iter().zip(residual.chunks_exact_mut(row)).collect();
-        parallel_for(
-            &mut items,
-            threads,
-            || (),
-            |_, (img, out)| embed_image(&cfg, &w_t, &bias, &cls, &pe, img, out),
-        );
+        chunk
+            .par_iter()
+            .zip(residual.par_chunks_exact_mut(row))
+            .for_each(|(img, out)| embed_image(&cfg, &w_t, &bias, &cls, &pe, img, out));
         let mut hn = vec![0.0f32; residual.len()];
         for (p, norm) in &blocks {
             rmsnorm_rows(&residual, norm, cfg.norm_eps, &mut hn);
-            let y = mixer_batch(p, &hn, len, threads);
+            let y = mixer_batch(p, &hn, len);
             for (r, v) in residual.iter_mut().zip(&y) {
                 *r += v;
             }

@@ -1,59 +1,8 @@
 //! [`QuantOptions`]: the method, objective and settings of a quantization run.
 
-use std::str::FromStr;
-
 use super::error::QuantError;
+use super::method::Method;
 use crate::vq::{bits_to_kd, VqConfig};
-
-/// Quantization method (`--method`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QuantMethod {
-    /// ViM-VQ: FCCO with hull update and IVQ (the default).
-    VimVq,
-    /// Per-row uniform scalar round-to-nearest at the nominal bit width.
-    Rtn,
-    /// k-means codebook + nearest assignment, no calibration ("basic VQ").
-    KMeans,
-    /// VQ4DiT: fixed hull of 2, no replacement, argmax at the end; same objective and budget.
-    Vq4dit,
-    /// GPTVQ-style Hessian-weighted assignment with error feedback, then codebook fine-tuning.
-    Gptvq,
-}
-
-impl QuantMethod {
-    /// Every method, as the results table lists them.
-    pub const ALL: [QuantMethod; 5] = [
-        QuantMethod::VimVq,
-        QuantMethod::Rtn,
-        QuantMethod::KMeans,
-        QuantMethod::Vq4dit,
-        QuantMethod::Gptvq,
-    ];
-
-    /// The CLI spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantMethod::VimVq => "vimvq",
-            QuantMethod::Rtn => "rtn",
-            QuantMethod::KMeans => "kmeans",
-            QuantMethod::Vq4dit => "vq4dit",
-            QuantMethod::Gptvq => "gptvq",
-        }
-    }
-}
-
-impl FromStr for QuantMethod {
-    type Err = QuantError;
-
-    /// Parses [`QuantMethod::name`] (case-insensitive).
-    fn from_str(s: &str) -> Result<Self, QuantError> {
-        let l = s.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == l)
-            .ok_or_else(|| QuantError::Options(format!("unknown method {s:?}")))
-    }
-}
 
 /// Reconstruction objective (`--objective`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,12 +27,15 @@ impl Objective {
 /// §Options and defaults has its field here or in [`VqConfig`], with that default.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantOptions {
-    /// Method. Default [`QuantMethod::VimVq`].
-    pub method: QuantMethod,
+    /// Method. Default [`Method::VimVq`].
+    pub method: Method,
     /// Objective of `vimvq` / `vq4dit`. Default [`Objective::Block`].
     pub objective: Objective,
-    /// k, d, hull, steps, learning rates, λ_r, τ, T_h, schedule, seed, threads.
+    /// k, d, hull, steps, learning rates, λ_r, τ, T_h, schedule, seed.
     pub vq: VqConfig,
+    /// Worker threads of the run's thread pool; 0 = all cores. Results do not depend on it.
+    /// Default 0.
+    pub threads: usize,
     /// Calibration images per optimiser step of the block objective. Default 8.
     pub batch: usize,
     /// Hull update ("adaptive replacement"); `false` = `--no-hull-update`. Default true.
@@ -104,9 +56,10 @@ pub struct QuantOptions {
 impl Default for QuantOptions {
     fn default() -> Self {
         Self {
-            method: QuantMethod::VimVq,
+            method: Method::VimVq,
             objective: Objective::Block,
             vq: VqConfig::default(),
+            threads: 0,
             batch: 8,
             hull_update: true,
             ivq: true,
@@ -151,16 +104,16 @@ impl QuantOptions {
     /// use no calibration; `gptvq` is always layer-wise).
     pub fn effective_objective(&self) -> Option<Objective> {
         match self.method {
-            QuantMethod::Rtn | QuantMethod::KMeans => None,
-            QuantMethod::Gptvq => Some(Objective::Layer),
-            QuantMethod::VimVq | QuantMethod::Vq4dit => Some(self.objective),
+            Method::Rtn | Method::KMeans => None,
+            Method::Gptvq => Some(Objective::Layer),
+            Method::VimVq | Method::Vq4dit => Some(self.objective),
         }
     }
 
     /// Fine-tuning steps that actually run (0 for `rtn`: no codebooks to tune).
     pub fn effective_finetune_steps(&self) -> usize {
         match self.method {
-            QuantMethod::Rtn => 0,
+            Method::Rtn => 0,
             _ => self.finetune_steps,
         }
     }
@@ -171,7 +124,7 @@ impl QuantOptions {
         if self.batch == 0 {
             return Err(QuantError::Options("--batch must be at least 1".into()));
         }
-        if self.method == QuantMethod::Rtn && !(1..=16).contains(&self.rtn_bits) {
+        if !self.method.is_vq() && !(1..=16).contains(&self.rtn_bits) {
             return Err(QuantError::Options(format!(
                 "rtn bits {} out of range 1..=16",
                 self.rtn_bits

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{QuantMethod, QuantOptions};
+use super::QuantOptions;
 use crate::vq::VqConfig;
 
 /// One quantized layer.
@@ -110,19 +110,19 @@ impl Report {
 
     /// `(k, d)` as reported: the codebook shape, or `(2^b, 1)` for RTN.
     pub fn k_d(&self) -> (usize, usize) {
-        if self.options.method == QuantMethod::Rtn {
-            (1usize << self.options.rtn_bits.min(16), 1)
-        } else {
+        if self.options.method.is_vq() {
             (self.effective.k, self.effective.d)
+        } else {
+            (1usize << self.options.rtn_bits.min(16), 1)
         }
     }
 
     /// Nominal bits per weight: `log2(k)/d`, or `b` for RTN.
     pub fn bits_per_weight(&self) -> f64 {
-        if self.options.method == QuantMethod::Rtn {
-            self.options.rtn_bits as f64
-        } else {
+        if self.options.method.is_vq() {
             self.effective.bits_per_weight()
+        } else {
+            self.options.rtn_bits as f64
         }
     }
 
@@ -141,10 +141,10 @@ impl Report {
             "bits_per_weight": self.bits_per_weight(),
             "true_bits_per_weight": self.true_bits_per_weight,
             "true_bits_per_weight_f16": self.true_bits_per_weight_f16,
-            "codebook_dtype": match (o.method, o.codebook_f16) {
-                (QuantMethod::Rtn, _) => "none",
-                (_, true) => "f16",
-                (_, false) => "f32",
+            "codebook_dtype": match (o.method.is_vq(), o.codebook_f16) {
+                (false, _) => "none",
+                (true, true) => "f16",
+                (true, false) => "f32",
             },
             "quantized_weights": self.quantized_weights,
             "calib_images": self.calib_images,

@@ -133,7 +133,6 @@ pub struct Fcco {
     per_row: usize,
     k: usize,
     n: usize,
-    threads: usize,
     codebook: Vec<f32>,
     hull: Vec<u32>,
     logits: Vec<f32>,
@@ -152,7 +151,7 @@ pub struct Fcco {
 impl Fcco {
     /// Initial state for weight `w` (`rows × cols`) with the `cfg.k × cfg.d` `codebook` (usually
     /// from k-means) and hulls of `min(hull, k)` nearest codewords. Uses `cfg`'s learning rates,
-    /// RMSprop constants, `logit_init_eps` and `threads`.
+    /// RMSprop constants and `logit_init_eps`.
     pub fn new(
         w: &[f32],
         rows: usize,
@@ -174,7 +173,7 @@ impl Fcco {
         let sv = SubVectors::from_matrix(w, rows, cols, d)?;
         let n = hull.min(k);
         let nsv = sv.len();
-        let hull = nearest_n(&sv.data, &codebook, d, n, cfg.threads);
+        let hull = nearest_n(&sv.data, &codebook, d, n);
         let mut logits = vec![0.0f32; nsv * n];
         for j in 0..nsv {
             let x = sv.get(j);
@@ -195,7 +194,6 @@ impl Fcco {
             per_row: sv.per_row,
             k,
             n,
-            threads: cfg.threads,
             codebook,
             hull,
             logits,
@@ -494,7 +492,7 @@ impl Fcco {
             self.subvector(j, &mut p[u * d..(u + 1) * d]);
             excl[u * n..(u + 1) * n].copy_from_slice(&self.hull[j * n..(j + 1) * n]);
         }
-        let cstar = nearest_excluding(&p, &self.codebook, d, &excl, n, self.threads);
+        let cstar = nearest_excluding(&p, &self.codebook, d, &excl, n);
         let mut replaced = 0;
         for (u, &j) in unconfirmed.iter().enumerate() {
             let c = cstar[u];

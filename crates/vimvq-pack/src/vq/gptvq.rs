@@ -139,7 +139,7 @@ pub fn gptvq(obj: &LayerObjective, codebook: Vec<f32>, cfg: &VqConfig) -> Result
                 &mut pts[r * len..(r + 1) * len],
             );
         }
-        let (assign, _) = nearest(&pts[..rows * len], &cbt[..k * len], len, cfg.threads);
+        let (assign, _) = nearest(&pts[..rows * len], &cbt[..k * len], len);
         for r in 0..rows {
             let a = assign[r] as usize;
             indices[r * per_row + g] = a as u32;

@@ -14,9 +14,9 @@
 //! Contract: [`KMeans::loss_history`] (SSE after each assignment step) is non-increasing up to f32
 //! rounding; the result is bit-identical for a seed whatever the thread count.
 
-use super::rng::SplitMix64;
 use super::search::{nearest, par_chunks_mut, sq_dist};
 use super::{check_buf, VqConfig, VqError, MAX_D, MAX_K};
+use crate::rng::SplitMix64;
 
 /// Settings of one k-means run.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,18 +27,15 @@ pub struct KMeansConfig {
     pub max_iters: usize,
     /// Seed of the k-means++ draws.
     pub seed: u64,
-    /// Worker threads, 0 = all cores. Results do not depend on it.
-    pub threads: usize,
 }
 
 impl KMeansConfig {
-    /// k-means settings of a quantizer configuration (`k`, `kmeans_iters`, `seed`, `threads`).
+    /// k-means settings of a quantizer configuration (`k`, `kmeans_iters`, `seed`).
     pub fn from_config(cfg: &VqConfig) -> Self {
         Self {
             k: cfg.k,
             max_iters: cfg.kmeans_iters,
             seed: cfg.seed,
-            threads: cfg.threads,
         }
     }
 }
@@ -97,8 +94,8 @@ pub fn kmeans(points: &[f32], d: usize, cfg: &KMeansConfig) -> Result<KMeans, Vq
         });
     }
     check_buf("k-means points", points, n * d)?;
-    let init = kmeans_pp(points, d, cfg.k, cfg.seed, cfg.threads);
-    Ok(lloyd(points, d, init, cfg.max_iters, cfg.threads))
+    let init = kmeans_pp(points, d, cfg.k, cfg.seed);
+    Ok(lloyd(points, d, init, cfg.max_iters))
 }
 
 /// Points per block of the k-means++ D² buffer: block sums make the draw O(N / B + B) and are
@@ -114,7 +111,7 @@ struct D2Block {
 
 /// k-means++ seeding: `k × d` initial centres. Inputs must already be validated (non-empty,
 /// finite, `points.len()` a multiple of `d`).
-pub fn kmeans_pp(points: &[f32], d: usize, k: usize, seed: u64, threads: usize) -> Vec<f32> {
+pub fn kmeans_pp(points: &[f32], d: usize, k: usize, seed: u64) -> Vec<f32> {
     let n = points.len() / d;
     let mut rng = SplitMix64::new(seed);
     let mut centers = Vec::with_capacity(k * d);
@@ -127,7 +124,7 @@ pub fn kmeans_pp(points: &[f32], d: usize, k: usize, seed: u64, threads: usize) 
         })
         .collect();
     let update = |blocks: &mut [D2Block], c: &[f32]| {
-        par_chunks_mut(blocks, 1, threads, 8, |first_block, bs| {
+        par_chunks_mut(blocks, 1, 8, |first_block, bs| {
             for (bi, blk) in bs.iter_mut().enumerate() {
                 let base = (first_block + bi) * PP_BLOCK;
                 let mut sum = 0.0f64;
@@ -197,7 +194,7 @@ fn draw(blocks: &[D2Block], total: f64, u: f64) -> usize {
 
 /// Lloyd iterations from the given `k × d` centres (at most `max_iters` centre updates; early
 /// stop when no assignment changes). Inputs must already be validated.
-pub fn lloyd(points: &[f32], d: usize, init: Vec<f32>, max_iters: usize, threads: usize) -> KMeans {
+pub fn lloyd(points: &[f32], d: usize, init: Vec<f32>, max_iters: usize) -> KMeans {
     let n = points.len() / d;
     let k = init.len() / d;
     let mut codebook = init;
@@ -210,7 +207,7 @@ pub fn lloyd(points: &[f32], d: usize, init: Vec<f32>, max_iters: usize, threads
     let mut sums = vec![0.0f64; k * d];
     let mut counts = vec![0usize; k];
     loop {
-        let (new_assign, err) = nearest(points, &codebook, d, threads);
+        let (new_assign, err) = nearest(points, &codebook, d);
         let changed = assign
             .iter()
             .zip(&new_assign)

@@ -17,17 +17,15 @@ pub struct HessianAccumulator {
     cols: usize,
     h: Vec<f64>,
     rows_seen: usize,
-    threads: usize,
 }
 
 impl HessianAccumulator {
-    /// Empty accumulator for inputs of `cols` features; `threads` = 0 uses all cores.
-    pub fn new(cols: usize, threads: usize) -> Self {
+    /// Empty accumulator for inputs of `cols` features.
+    pub fn new(cols: usize) -> Self {
         Self {
             cols,
             h: vec![0.0; cols * cols],
             rows_seen: 0,
-            threads,
         }
     }
 
@@ -37,7 +35,7 @@ impl HessianAccumulator {
         let n = x.len().checked_div(cols).unwrap_or(0);
         check_buf("calibration inputs", x, n * cols)?;
         // Upper triangle, row a of H per work item; each item reads every input row in order.
-        par_chunks_mut(&mut self.h, cols, self.threads, 16, |first, hrows| {
+        par_chunks_mut(&mut self.h, cols, 16, |first, hrows| {
             for (i, hrow) in hrows.chunks_exact_mut(cols).enumerate() {
                 let a = first + i;
                 for xr in x.chunks_exact(cols) {
@@ -83,20 +81,13 @@ pub struct LayerObjective {
     pub(super) w: Vec<f32>,
     h: Vec<f32>,
     norm: f64,
-    threads: usize,
 }
 
 impl LayerObjective {
     /// The objective of weight `w` (`rows × cols`) under `h` (`cols × cols`, symmetrised here as
     /// `(H + Hᵀ)/2`). When `tr(W H Wᵀ)` is not positive (zero weight or zero H) the loss is left
     /// unnormalised.
-    pub fn new(
-        w: &[f32],
-        rows: usize,
-        cols: usize,
-        h: &[f32],
-        threads: usize,
-    ) -> Result<Self, VqError> {
+    pub fn new(w: &[f32], rows: usize, cols: usize, h: &[f32]) -> Result<Self, VqError> {
         if rows == 0 || cols == 0 {
             return Err(VqError::Empty {
                 what: "weight",
@@ -118,7 +109,6 @@ impl LayerObjective {
             w: w.to_vec(),
             h: hs,
             norm: 1.0,
-            threads,
         };
         let mut eh = vec![0.0f32; rows * cols];
         let norm = obj.quad(w, &mut eh);
@@ -152,7 +142,7 @@ impl LayerObjective {
     /// `tr(E H Eᵀ)` with `E H` written to `eh`.
     fn quad(&self, e: &[f32], eh: &mut [f32]) -> f64 {
         let (cols, h) = (self.cols, &self.h);
-        par_chunks_mut(eh, cols, self.threads, 8, |first, out| {
+        par_chunks_mut(eh, cols, 8, |first, out| {
             for (i, o) in out.chunks_exact_mut(cols).enumerate() {
                 let er = &e[(first + i) * cols..(first + i + 1) * cols];
                 o.fill(0.0);

@@ -4,70 +4,19 @@
 //! `L = tr(E H Eᵀ) / tr(W H Wᵀ)`,  `dL/dŴ = −2 E H / tr(W H Wᵀ)` (H symmetric),
 //!
 //! relative so that λ_r does not depend on the activation scale; no backprop through the scan.
-//! [`quantize_layer`] is the complete optimiser loop for every VQ method of the results table.
+//! [`layer_kmeans`], [`layer_gptvq`] and [`layer_fcco`] (ViM-VQ or VQ4DiT by its
+//! [`FccoSettings`]) quantize one layer under it; the pipeline picks one per method.
 //!
 //! The loss and its Hessian accumulator are in [`super::layer_loss`].
 
 use super::gptvq;
 pub use super::layer_loss::{HessianAccumulator, LayerObjective};
-use super::train::{FccoTrainer, Variant};
+use super::train::{kmeans_layer, FccoSettings, FccoTrainer};
 use super::{VqConfig, VqError, VqLayer};
 
-/// VQ methods of the results table under the layer objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// k-means codebook + nearest assignment, no calibration.
-    KMeans,
-    /// Fixed hull of 2, no replacement, no IVQ, argmax at the end.
-    Vq4dit,
-    /// FCCO + hull update + IVQ (the paper's method).
-    VimVq,
-    /// Hessian-weighted assignment with GPTQ-style error feedback (see [`super::gptvq`]).
-    Gptvq,
-}
-
-impl Method {
-    /// Every method, in results-table order.
-    pub const ALL: [Method; 4] = [Method::KMeans, Method::Gptvq, Method::Vq4dit, Method::VimVq];
-
-    /// The CLI spelling: `kmeans`, `gptvq`, `vq4dit`, `vimvq`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::KMeans => "kmeans",
-            Method::Gptvq => "gptvq",
-            Method::Vq4dit => "vq4dit",
-            Method::VimVq => "vimvq",
-        }
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = VqError;
-
-    /// Parses [`Method::name`] (case-insensitive; `vim-vq` is accepted too).
-    fn from_str(s: &str) -> Result<Self, VqError> {
-        let l = s.to_ascii_lowercase();
-        let l = if l == "vim-vq" {
-            "vimvq".to_string()
-        } else {
-            l
-        };
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == l)
-            .ok_or(VqError::InvalidConfig {
-                name: "method",
-                value: s.to_string(),
-                why: "must be kmeans, gptvq, vq4dit or vimvq (rtn is separate: vq::rtn)",
-            })
-    }
-}
-
-/// Outcome of [`quantize_layer`].
+/// Outcome of [`layer_kmeans`], [`layer_gptvq`] and [`layer_fcco`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerReport {
-    /// Method run.
-    pub method: Method,
     /// The hard-quantized layer.
     pub layer: VqLayer,
     /// Final loss of the hard layer.
@@ -88,49 +37,52 @@ pub struct LayerReport {
     pub hardened_at_end: usize,
 }
 
-/// Quantizes the objective's weight with `method` under `cfg` (k, d, steps, rates, ...).
-pub fn quantize_layer(
+impl LayerReport {
+    /// The report of a one-shot layer whose k-means initialisation had loss `kmeans_loss`.
+    fn one_shot(obj: &LayerObjective, layer: VqLayer, kmeans_loss: f64) -> Self {
+        Self {
+            loss: obj.loss(&layer.dequantize()),
+            layer,
+            kmeans_loss,
+            loss_history: Vec::new(),
+            confirmed_history: Vec::new(),
+            replaced: 0,
+            confirmed_by_threshold: 0,
+            forced: 0,
+            hardened_at_end: 0,
+        }
+    }
+}
+
+/// `kmeans` baseline: k-means codebook + nearest assignment of the objective's weight.
+pub fn layer_kmeans(obj: &LayerObjective, cfg: &VqConfig) -> Result<LayerReport, VqError> {
+    let base = kmeans_layer(&obj.w, obj.rows, obj.cols, cfg)?;
+    let kmeans_loss = obj.loss(&base.dequantize());
+    Ok(LayerReport::one_shot(obj, base, kmeans_loss))
+}
+
+/// `gptvq` baseline: the k-means codebook, then Hessian-weighted assignment with error feedback
+/// and codebook fine-tuning ([`gptvq::gptvq`]).
+pub fn layer_gptvq(obj: &LayerObjective, cfg: &VqConfig) -> Result<LayerReport, VqError> {
+    let base = kmeans_layer(&obj.w, obj.rows, obj.cols, cfg)?;
+    let kmeans_loss = obj.loss(&base.dequantize());
+    let layer = gptvq::gptvq(obj, base.codebook, cfg)?;
+    Ok(LayerReport::one_shot(obj, layer, kmeans_loss))
+}
+
+/// FCCO (+ IVQ and hull update as `settings` say) from the k-means initialisation, `cfg.steps`
+/// optimiser steps on the layer loss, then hard.
+pub fn layer_fcco(
     obj: &LayerObjective,
     cfg: &VqConfig,
-    method: Method,
+    settings: FccoSettings,
 ) -> Result<LayerReport, VqError> {
     cfg.validate()?;
     let (rows, cols) = (obj.rows, obj.cols);
-    let variant = match method {
-        Method::KMeans | Method::Gptvq => None,
-        Method::Vq4dit => Some(Variant::Vq4dit),
-        Method::VimVq => Some(Variant::VimVq),
-    };
-    let (mut trainer, base) = FccoTrainer::from_kmeans(
-        &obj.w,
-        rows,
-        cols,
-        cfg,
-        variant.unwrap_or(Variant::VimVq),
-        cfg.steps,
-    )?;
+    let (mut trainer, base) =
+        FccoTrainer::from_kmeans(&obj.w, rows, cols, cfg, settings, cfg.steps)?;
     let kmeans_loss = obj.loss(&base.dequantize());
-    let mut report = LayerReport {
-        method,
-        layer: base,
-        loss: kmeans_loss,
-        kmeans_loss,
-        loss_history: Vec::new(),
-        confirmed_history: Vec::new(),
-        replaced: 0,
-        confirmed_by_threshold: 0,
-        forced: 0,
-        hardened_at_end: 0,
-    };
-    match method {
-        Method::KMeans => return Ok(report),
-        Method::Gptvq => {
-            report.layer = gptvq::gptvq(obj, report.layer.codebook.clone(), cfg)?;
-            report.loss = obj.loss(&report.layer.dequantize());
-            return Ok(report);
-        }
-        Method::Vq4dit | Method::VimVq => {}
-    }
+    let mut report = LayerReport::one_shot(obj, base, kmeans_loss);
     let mut grad = vec![0.0f32; rows * cols];
     let mut w_hat = vec![0.0f32; rows * cols];
     for _ in 0..cfg.steps {

@@ -14,12 +14,14 @@
 //! * [`train`]: [`train::FccoTrainer`], one optimiser step of FCCO + IVQ given `dL/dŴ`, shared by
 //!   the layer and block objectives.
 //! * [`layer_loss`]: the Hessian-weighted per-layer loss.
-//! * [`layer_objective`]: its complete optimiser loop.
+//! * [`layer_objective`]: one layer quantized under it (k-means, GPTVQ, or FCCO with given
+//!   settings).
 //! * [`rtn`], [`vq4dit`], [`gptvq`]: baselines.
 //!
-//! Determinism: every result depends only on the inputs and [`VqConfig::seed`]; thread counts
-//! only split per-point work whose results do not depend on the split, and every reduction runs in
-//! a fixed sequential order.
+//! Parallel loops run on the current rayon pool (the caller's `ThreadPool::install` sets its
+//! size). Determinism: every result depends only on the inputs and [`VqConfig::seed`]; the pool
+//! only splits per-point work whose results do not depend on the split, and every reduction runs
+//! in a fixed sequential order.
 
 use vimvq_rt::format::TensorData;
 
@@ -29,7 +31,6 @@ pub mod ivq;
 pub mod kmeans;
 pub mod layer_loss;
 pub mod layer_objective;
-pub mod rng;
 pub mod rtn;
 pub mod search;
 pub mod train;
@@ -38,9 +39,9 @@ pub mod vq4dit;
 pub use fcco::{Fcco, RmsProp};
 pub use kmeans::{kmeans, KMeans, KMeansConfig};
 pub use layer_loss::{HessianAccumulator, LayerObjective};
-pub use layer_objective::{quantize_layer, LayerReport, Method};
+pub use layer_objective::{layer_fcco, layer_gptvq, layer_kmeans, LayerReport};
 pub use rtn::{rtn, Rtn};
-pub use train::{FccoTrainer, StepReport, Variant};
+pub use train::{kmeans_layer, FccoSettings, FccoTrainer, StepReport};
 
 /// Largest supported codebook size (`k`).
 pub const MAX_K: usize = 65_536;
@@ -143,8 +144,6 @@ pub struct VqConfig {
     pub logit_init_eps: f32,
     /// Seed of every random choice (k-means++). Default 0.
     pub seed: u64,
-    /// Worker threads for the heavy per-point loops; 0 = all available. Results do not depend on it.
-    pub threads: usize,
 }
 
 impl Default for VqConfig {
@@ -167,7 +166,6 @@ impl Default for VqConfig {
             schedule_floor: [0.25, 0.5, 0.75, 1.0],
             logit_init_eps: 1e-5,
             seed: 0,
-            threads: 0,
         }
     }
 }
@@ -282,17 +280,6 @@ impl VqConfig {
         }
         Ok(())
     }
-}
-
-/// Resolves a thread count: 0 → all available cores; never more than one thread per `min_work`
-/// items of `work`.
-pub(crate) fn resolve_threads(threads: usize, work: usize, min_work: usize) -> usize {
-    let t = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
-    t.min(work.div_ceil(min_work.max(1))).max(1)
 }
 
 /// A weight matrix cut into sub-vectors: `W[r, c·d .. (c+1)·d]`, each row zero-padded to a

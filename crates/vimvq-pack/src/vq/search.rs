@@ -1,4 +1,4 @@
-//! Nearest-codeword search, in blocks: memory O(k) per thread, never O(N·k).
+//! Nearest-codeword search, in blocks: memory O(k) per rayon task, never O(N·k).
 //!
 //! Fast path: scores `s_c = ||c||² − 2 x·c` (the `||x||²` term is common to every `c`) from a
 //! transposed codebook (`d × k`) and precomputed norms, so the inner loop runs contiguously over
@@ -15,10 +15,10 @@
 //! (Vim-S `in_proj` at 2 bits), one thread of the 2-core dev machine, baseline x86-64 (SSE2):
 //! ~35–45 ms per assignment, ~40 ms per Lloyd iteration, ~115 ms for k-means++ (idle machine).
 
-use super::resolve_threads;
+use rayon::prelude::*;
 
-/// Points per thread below which splitting is not worth a thread.
-const MIN_POINTS_PER_THREAD: usize = 2048;
+/// Points per rayon task (smaller pieces are not worth the scheduling).
+const MIN_POINTS_PER_TASK: usize = 2048;
 
 /// Exact squared Euclidean distance (the oracle's formula).
 #[inline]
@@ -122,58 +122,42 @@ pub fn argmin(v: &[f32]) -> usize {
     }
 }
 
-/// Runs `f(first_point, out_chunk)` over contiguous chunks of `n_points` points, `per_point`
-/// outputs each, on up to `threads` threads (0 = all cores). Deterministic as long as `f` computes
-/// each point on its own.
-pub(crate) fn par_points<T, F>(
-    n_points: usize,
-    per_point: usize,
-    init: T,
-    threads: usize,
-    f: F,
-) -> Vec<T>
+/// Runs `f(first_point, out_chunk)` over chunks of `MIN_POINTS_PER_TASK` points of
+/// `n_points` points, `per_point` outputs each, on the current rayon pool. Deterministic as long
+/// as `f` computes each point on its own.
+pub(crate) fn par_points<T, F>(n_points: usize, per_point: usize, init: T, f: F) -> Vec<T>
 where
     T: Send + Clone,
     F: Fn(usize, &mut [T]) + Sync,
 {
     let mut out = vec![init; n_points * per_point];
-    par_chunks_mut(&mut out, per_point, threads, MIN_POINTS_PER_THREAD, f);
+    par_chunks_mut(&mut out, per_point, MIN_POINTS_PER_TASK, f);
     out
 }
 
-/// [`par_points`] over an existing buffer of `out.len() / per_point` items, with at least
-/// `min_items` items per thread.
-pub(crate) fn par_chunks_mut<T, F>(
-    out: &mut [T],
-    per_point: usize,
-    threads: usize,
-    min_items: usize,
-    f: F,
-) where
+/// [`par_points`] over an existing buffer of `out.len() / per_point` items, `min_items` items per
+/// rayon task.
+pub(crate) fn par_chunks_mut<T, F>(out: &mut [T], per_point: usize, min_items: usize, f: F)
+where
     T: Send,
     F: Fn(usize, &mut [T]) + Sync,
 {
-    let n_points = out.len().checked_div(per_point).unwrap_or(0);
-    let t = resolve_threads(threads, n_points, min_items);
-    if t <= 1 {
+    if per_point == 0 || out.len() <= min_items * per_point {
         f(0, out);
         return;
     }
-    let chunk = n_points.div_ceil(t);
-    std::thread::scope(|s| {
-        for (i, piece) in out.chunks_mut(chunk * per_point).enumerate() {
-            let f = &f;
-            s.spawn(move || f(i * chunk, piece));
-        }
-    });
+    let items = min_items.max(1);
+    out.par_chunks_mut(items * per_point)
+        .enumerate()
+        .for_each(|(i, piece)| f(i * items, piece));
 }
 
 /// Nearest codeword of each point (`points`: `N × d`, `codebook`: `k × d`): indices and exact
 /// squared distances.
-pub fn nearest(points: &[f32], codebook: &[f32], d: usize, threads: usize) -> (Vec<u32>, Vec<f32>) {
+pub fn nearest(points: &[f32], codebook: &[f32], d: usize) -> (Vec<u32>, Vec<f32>) {
     let cb = Prepared::new(codebook, d);
     let n = points.len() / d;
-    let hits = par_points(n, 1, (0u32, 0.0f32), threads, |first, out| {
+    let hits = par_points(n, 1, (0u32, 0.0f32), |first, out| {
         let mut acc = vec![0.0f32; cb.k];
         for (i, o) in out.iter_mut().enumerate() {
             let x = &points[(first + i) * d..(first + i + 1) * d];
@@ -221,7 +205,7 @@ fn top_insert(bv: &mut [f32], bi: &mut [u32], v: f32, c: u32) {
 }
 
 /// The `n` nearest codewords of each point, nearest first (`N × n` indices; `n ≤ k`).
-pub fn nearest_n(points: &[f32], codebook: &[f32], d: usize, n: usize, threads: usize) -> Vec<u32> {
+pub fn nearest_n(points: &[f32], codebook: &[f32], d: usize, n: usize) -> Vec<u32> {
     let cb = Prepared::new(codebook, d);
     assert!(
         n >= 1 && n <= cb.k,
@@ -229,7 +213,7 @@ pub fn nearest_n(points: &[f32], codebook: &[f32], d: usize, n: usize, threads: 
         cb.k
     );
     let np = points.len() / d;
-    par_points(np, n, 0u32, threads, |first, out| {
+    par_points(np, n, 0u32, |first, out| {
         let mut acc = vec![0.0f32; cb.k];
         let mut bv = vec![0.0f32; n];
         for (i, o) in out.chunks_exact_mut(n).enumerate() {
@@ -273,12 +257,11 @@ pub fn nearest_excluding(
     d: usize,
     exclude: &[u32],
     n_ex: usize,
-    threads: usize,
 ) -> Vec<u32> {
     let cb = Prepared::new(codebook, d);
     let np = points.len() / d;
     assert_eq!(exclude.len(), np * n_ex, "exclusion list length");
-    par_points(np, 1, u32::MAX, threads, |first, out| {
+    par_points(np, 1, u32::MAX, |first, out| {
         let mut acc = vec![0.0f32; cb.k];
         for (i, o) in out.iter_mut().enumerate() {
             let j = first + i;
@@ -301,7 +284,7 @@ pub fn nearest_excluding(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vq::rng::SplitMix64;
+    use crate::rng::SplitMix64;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut r = SplitMix64::new(seed);
@@ -341,7 +324,7 @@ mod tests {
             for k in [1usize, 2, 3, 7, 8, 9, 17] {
                 let pts = random(37 * d, (d * 100 + k) as u64);
                 let cb = random(k * d, (d * 1000 + k) as u64);
-                let (fi, fd) = nearest(&pts, &cb, d, 1);
+                let (fi, fd) = nearest(&pts, &cb, d);
                 let (si, sd) = nearest_scalar(&pts, &cb, d);
                 for j in 0..fi.len() {
                     let x = &pts[j * d..(j + 1) * d];
@@ -357,7 +340,7 @@ mod tests {
                 }
                 if k <= 9 {
                     let n = k.min(4);
-                    let fast = nearest_n(&pts, &cb, d, n, 1);
+                    let fast = nearest_n(&pts, &cb, d, n);
                     let slow = nearest_n_scalar(&pts, &cb, d, n);
                     // Random data: no near-ties, so the lists agree exactly.
                     assert_eq!(fast, slow, "nearest_n d {d} k {k}");
@@ -371,14 +354,14 @@ mod tests {
         let d = 3;
         let pts = random(50 * d, 1);
         let cb = random(12 * d, 2);
-        let hull = nearest_n(&pts, &cb, d, 4, 1);
-        let ex = nearest_excluding(&pts, &cb, d, &hull, 4, 1);
+        let hull = nearest_n(&pts, &cb, d, 4);
+        let ex = nearest_excluding(&pts, &cb, d, &hull, 4);
         let five = nearest_n_scalar(&pts, &cb, d, 5);
         for j in 0..50 {
             assert_eq!(ex[j], five[j * 5 + 4], "point {j}");
         }
         let all: Vec<u32> = (0..50).flat_map(|_| 0..12u32).collect();
-        let none = nearest_excluding(&pts, &cb, d, &all, 12, 1);
+        let none = nearest_excluding(&pts, &cb, d, &all, 12);
         assert!(none.iter().all(|&v| v == u32::MAX));
     }
 
@@ -387,10 +370,23 @@ mod tests {
         let d = 4;
         let pts = random(9000 * d, 3);
         let cb = random(64 * d, 4);
-        let one = nearest(&pts, &cb, d, 1);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| nearest(&pts, &cb, d));
+        let on = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        };
         for t in [2, 3, 7] {
-            assert_eq!(nearest(&pts, &cb, d, t), one, "threads {t}");
+            assert_eq!(on(t).install(|| nearest(&pts, &cb, d)), one, "threads {t}");
         }
-        assert_eq!(nearest_n(&pts, &cb, d, 4, 1), nearest_n(&pts, &cb, d, 4, 3));
+        assert_eq!(
+            on(1).install(|| nearest_n(&pts, &cb, d, 4)),
+            on(3).install(|| nearest_n(&pts, &cb, d, 4))
+        );
     }
 }

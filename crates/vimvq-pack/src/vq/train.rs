@@ -11,18 +11,10 @@ use super::ivq::schedule_floor;
 use super::kmeans::{kmeans, KMeansConfig};
 use super::{vq4dit, SubVectors, VqConfig, VqError, VqLayer};
 
-/// Which calibrated VQ method a trainer runs.
+/// What an FCCO trainer turns on; the quantization pipeline builds it per method
+/// ([`Self::from_config`] for ViM-VQ, [`Self::VQ4DIT`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// ViM-VQ: hull of `cfg.hull`, hull update every `cfg.hull_every` steps, IVQ.
-    VimVq,
-    /// VQ4DiT baseline: fixed hull of 2, no replacement, no IVQ, argmax hardening at the end.
-    Vq4dit,
-}
-
-/// What a variant turns on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VariantSettings {
+pub struct FccoSettings {
     /// Hull size n (before clamping to k).
     pub hull: usize,
     /// Hull update period in steps; 0 = never.
@@ -31,22 +23,22 @@ pub struct VariantSettings {
     pub ivq: bool,
 }
 
-impl Variant {
-    /// The settings of this variant under `cfg`.
-    pub fn settings(self, cfg: &VqConfig) -> VariantSettings {
-        match self {
-            Variant::VimVq => VariantSettings {
-                hull: cfg.hull,
-                hull_every: cfg.hull_every,
-                ivq: true,
-            },
-            Variant::Vq4dit => VariantSettings {
-                hull: vq4dit::HULL,
-                hull_every: vq4dit::HULL_EVERY,
-                ivq: vq4dit::IVQ,
-            },
+impl FccoSettings {
+    /// ViM-VQ: hull of `cfg.hull`, hull update every `cfg.hull_every` steps, IVQ.
+    pub fn from_config(cfg: &VqConfig) -> Self {
+        Self {
+            hull: cfg.hull,
+            hull_every: cfg.hull_every,
+            ivq: true,
         }
     }
+
+    /// VQ4DiT baseline: fixed hull of 2, no replacement, no IVQ (argmax hardening at the end).
+    pub const VQ4DIT: Self = Self {
+        hull: vq4dit::HULL,
+        hull_every: vq4dit::HULL_EVERY,
+        ivq: vq4dit::IVQ,
+    };
 }
 
 /// What one step did.
@@ -66,13 +58,33 @@ pub struct StepReport {
     pub confirmed_fraction: f64,
 }
 
+/// The `kmeans` baseline and every trainer's initialisation: k-means (`cfg.kmeans_iters`,
+/// `cfg.seed`) on the weight's sub-vectors, nearest assignment.
+pub fn kmeans_layer(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    cfg: &VqConfig,
+) -> Result<VqLayer, VqError> {
+    cfg.validate()?;
+    let sv = SubVectors::from_matrix(w, rows, cols, cfg.d)?;
+    let km = kmeans(&sv.data, cfg.d, &KMeansConfig::from_config(cfg))?;
+    Ok(VqLayer {
+        rows,
+        cols,
+        k: cfg.k,
+        d: cfg.d,
+        codebook: km.codebook,
+        indices: km.assign,
+    })
+}
+
 /// FCCO + IVQ for one quantized layer over a fixed step budget.
 #[derive(Clone, Debug)]
 pub struct FccoTrainer {
     /// The layer's FCCO state.
     pub fcco: Fcco,
-    variant: Variant,
-    settings: VariantSettings,
+    settings: FccoSettings,
     cfg: VqConfig,
     total_steps: usize,
     steps_done: usize,
@@ -87,14 +99,12 @@ impl FccoTrainer {
         cols: usize,
         codebook: Vec<f32>,
         cfg: &VqConfig,
-        variant: Variant,
+        settings: FccoSettings,
         total_steps: usize,
     ) -> Result<Self, VqError> {
-        let settings = variant.settings(cfg);
         let fcco = Fcco::new(w, rows, cols, codebook, settings.hull, cfg)?;
         Ok(Self {
             fcco,
-            variant,
             settings,
             cfg: cfg.clone(),
             total_steps,
@@ -109,29 +119,20 @@ impl FccoTrainer {
         rows: usize,
         cols: usize,
         cfg: &VqConfig,
-        variant: Variant,
+        settings: FccoSettings,
         total_steps: usize,
     ) -> Result<(Self, VqLayer), VqError> {
-        cfg.validate()?;
-        let sv = SubVectors::from_matrix(w, rows, cols, cfg.d)?;
-        let km = kmeans(&sv.data, cfg.d, &KMeansConfig::from_config(cfg))?;
-        let base = VqLayer {
-            rows,
-            cols,
-            k: cfg.k,
-            d: cfg.d,
-            codebook: km.codebook.clone(),
-            indices: km.assign,
-        };
+        let base = kmeans_layer(w, rows, cols, cfg)?;
+        let codebook = base.codebook.clone();
         Ok((
-            Self::new(w, rows, cols, km.codebook, cfg, variant, total_steps)?,
+            Self::new(w, rows, cols, codebook, cfg, settings, total_steps)?,
             base,
         ))
     }
 
-    /// The variant.
-    pub fn variant(&self) -> Variant {
-        self.variant
+    /// The settings.
+    pub fn settings(&self) -> FccoSettings {
+        self.settings
     }
 
     /// Steps done so far.

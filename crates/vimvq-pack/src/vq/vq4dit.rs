@@ -1,9 +1,8 @@
 //! VQ4DiT baseline (docs/QUANTIZATION.md): the FCCO machinery with a fixed hull of the 2
 //! nearest codewords (no replacement), no incremental confirmation, and one-shot argmax hardening
 //! after the last step. Same codebook initialisation, learning rates, regulariser weight and step
-//! budget as ViM-VQ, so only the method differs. Run it with [`super::train::Variant::Vq4dit`]
-//! (block objective) or [`super::layer_objective::Method::Vq4dit`] (layer objective), which apply
-//! these settings.
+//! budget as ViM-VQ, so only the method differs. Run it with [`super::train::FccoSettings::VQ4DIT`]
+//! (block and layer objective), which applies these settings.
 
 /// Hull size of VQ4DiT.
 pub const HULL: usize = 2;

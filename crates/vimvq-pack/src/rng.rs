@@ -1,5 +1,6 @@
-//! A small seeded generator (SplitMix64): the quantizer's only source of randomness, so a seed
-//! fixes every result on every platform without depending on an external crate's stream policy.
+//! The crate's one seeded generator (SplitMix64): every random choice of the quantizer (k-means++,
+//! minibatches, the calibration subset) and of the test data, so a seed fixes every result on
+//! every platform without depending on an external crate's stream policy.
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, identical output on every
 /// platform for a given seed.
