@@ -681,6 +681,12 @@ mod tests {
         assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.vq.steps), (256, 4, 4, 300));
         assert_eq!(o.batch, 8);
         assert_eq!(o.vq, d.vq);
+        assert_eq!(o.finetune_steps, 100);
+        let o = parse(&["--finetune-steps", "0"])
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(o.finetune_steps, 0);
     }
 
     #[test]

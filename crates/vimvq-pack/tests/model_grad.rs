@@ -201,10 +201,7 @@ impl Problem {
             self.params.head_b.len(),
             Some(&mut dl),
         );
-        (
-            loss,
-            model_backward(&self.params, &ck, &dl, &mut cache),
-        )
+        (loss, model_backward(&self.params, &ck, &dl, &mut cache))
     }
 }
 

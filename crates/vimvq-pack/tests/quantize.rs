@@ -101,6 +101,8 @@ fn opts(method: Method, objective: Objective) -> QuantOptions {
     o.vq.steps = 60;
     o.vq.kmeans_iters = 20;
     o.threads = 1;
+    // The block-wise stage alone; fine-tuning has its own test below.
+    o.finetune_steps = 0;
     o
 }
 
@@ -453,7 +455,10 @@ fn mean_kl(q: &PackedModel, images: &[Vec<f32>]) -> f64 {
         .zip(l.chunks(classes))
         .map(|(a, b)| {
             let (a, b) = (log_softmax(a), log_softmax(b));
-            a.iter().zip(&b).map(|(x, y)| x.exp() * (x - y)).sum::<f64>()
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| x.exp() * (x - y))
+                .sum::<f64>()
         })
         .sum();
     kl / images.len() as f64

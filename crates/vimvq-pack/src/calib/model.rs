@@ -8,10 +8,10 @@
 //! one block's record plus `depth + 1` residual streams of the batch.
 
 use super::cache::Cache;
+use super::float::Float;
 use super::grads::Grads;
 use super::params::BlockParams;
 use super::pass::{backward_with_input, forward};
-use super::float::Float;
 
 /// The parameters the end-to-end pass runs with (row-major, PyTorch layout).
 #[derive(Clone, Debug, PartialEq)]

@@ -418,9 +418,7 @@ fn quantize_on_pool(
     }
     // 5. Global fine-tuning of codebooks, norms and Δ biases, assignments fixed.
     if opts.effective_finetune_steps() > 0 {
-        report.finetune = Some(finetune::finetune(
-            model, &mut out, calib, opts, progress,
-        )?);
+        report.finetune = Some(finetune::finetune(model, &mut out, calib, opts, progress)?);
     }
     let nw = n_weights.max(1) as f64;
     report.quantized_weights = n_weights;

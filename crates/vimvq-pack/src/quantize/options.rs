@@ -49,7 +49,7 @@ pub struct QuantOptions {
     /// layer is final, before the next block calibrates on it. Default false (f32).
     pub codebook_f16: bool,
     /// Steps of global fine-tuning after the block-wise stage (`--finetune-steps`; every VQ
-    /// method; none for `rtn`, which has no codebooks). Default 0.
+    /// method; none for `rtn`, which has no codebooks). Default 100.
     pub finetune_steps: usize,
 }
 
@@ -65,7 +65,7 @@ impl Default for QuantOptions {
             ivq: true,
             rtn_bits: 2,
             codebook_f16: false,
-            finetune_steps: 0,
+            finetune_steps: 100,
         }
     }
 }
