@@ -34,6 +34,7 @@ TEST = "/tmp/fmnist-test"
 THREADS = "2"
 SEEDS = (0, 1, 2)
 F16 = ["--codebook", "f16"]
+NO_FT = ["--finetune-steps", "0"]
 BITS = (3, 2, 1)
 LABEL = {"vimvq": "ViM-VQ", "vq4dit": "VQ4DiT", "gptvq": "GPTVQ", "kmeans": "k-means", "rtn": "RTN"}
 
@@ -44,36 +45,59 @@ def bits_args(b):
 
 # A run: (name, pack args, seeds). Its directories are out/NAME-sSEED.
 def runs_main():
-    """Every method with the defaults, per width; RTN at 3 and 4 bits (deterministic: one seed)."""
+    """Every method per width: ViM-VQ with the defaults (global fine-tuning included), the VQ
+    baselines as published (no fine-tuning); RTN at 3 and 4 bits (deterministic: one seed)."""
     r = []
     for b in BITS:
-        for m in ("vimvq", "vq4dit", "gptvq", "kmeans"):
-            r.append((f"{m}-{b}", ["--method", m] + bits_args(b) + F16, SEEDS))
+        r.append((f"vimvq-{b}", ["--method", "vimvq"] + bits_args(b) + F16, SEEDS))
+        for m in ("vq4dit", "gptvq", "kmeans"):
+            r.append((f"{m}-{b}", ["--method", m] + bits_args(b) + F16 + NO_FT, SEEDS))
     r.append(("rtn-3", ["--method", "rtn", "--bits", "3"], (0,)))
     r.append(("rtn-4", ["--method", "rtn", "--k", "16", "--d", "1"], (0,)))
+    return r
+
+
+def runs_ablation():
+    """The fine-tuning stage taken out of ViM-VQ and added to each VQ baseline (fair comparison);
+    the paper's ladder at 2 bits (k-means → FCCO → hull update → IVQ), without fine-tuning."""
+    r = []
+    for b in BITS:
+        r.append((f"vimvq-noft-{b}", ["--method", "vimvq"] + bits_args(b) + F16 + NO_FT, SEEDS))
+        for m in ("vq4dit", "gptvq", "kmeans"):
+            seeds = SEEDS if m == "vq4dit" else (0,)
+            r.append((f"{m}-ft-{b}", ["--method", m] + bits_args(b) + F16, seeds))
+    r.append(("abl-fcco-2", ["--method", "vimvq", "--bits", "2", "--no-hull-update", "--no-ivq"] + F16 + NO_FT,
+              SEEDS))
+    r.append(("abl-hull-2", ["--method", "vimvq", "--bits", "2", "--no-ivq"] + F16 + NO_FT, SEEDS))
     return r
 
 
 # Decision runs: the block-wise settings, then the fine-tuning stage, over three seeds.
 DECIDE = [
     # (name, bits, extra args, what changes)
-    ("dec-paper-2", 2, ["--lambda-r", "0.1", "--lr-codebook", "1e-3"], "paper settings: λ_r 0.1, codebook lr 1e-3"),
-    ("dec-l01c3-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4"], "λ_r 0.01, codebook lr 3e-4"),
-    ("dec-paper-1", 1, ["--lambda-r", "0.1", "--lr-codebook", "1e-3"], "paper settings"),
-    ("dec-l01c3-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4"], "λ_r 0.01, codebook lr 3e-4"),
+    ("dec-paper-2", 2, ["--lambda-r", "0.1", "--lr-codebook", "1e-3", "--hull", "4"], "paper settings: hull n 4, λ_r 0.1, codebook lr 1e-3"),
+    ("dec-l01c3-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "hull n 4, λ_r 0.01, codebook lr 3e-4"),
+    ("dec-paper-1", 1, ["--lambda-r", "0.1", "--lr-codebook", "1e-3", "--hull", "4"], "paper settings"),
+    ("dec-l01c3-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "λ_r 0.01, codebook lr 3e-4"),
     ("dec-l01c3-h2-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "… + hull n 2"),
-    ("dec-l01c3-noivq-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--no-ivq"],
-     "… + no IVQ (no confirmation, no schedule)"),
-    ("dec-l001c3-2", 2, ["--lambda-r", "0.001", "--lr-codebook", "3e-4"], "λ_r 0.001, codebook lr 3e-4"),
-    ("dec-l01c1-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "1e-4"], "λ_r 0.01, codebook lr 1e-4"),
+    ("dec-l01c3-h2-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "… + hull n 2"),
+    ("dec-l01c3-3", 3, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "λ_r 0.01, codebook lr 3e-4"),
+    ("dec-l01c3-h2-3", 3, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "… + hull n 2"),
+    ("dec-h2-f32-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2", "--codebook", "f32"],
+     "λ_r 0.01, codebook lr 3e-4, hull n 2, **f32** codebooks"),
+    ("dec-h2-noivq-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2", "--no-ivq"],
+     "λ_r 0.01, codebook lr 3e-4, hull n 2, no IVQ (no confirmation, no schedule)"),
+    ("dec-h2-l001-2", 2, ["--lambda-r", "0.001", "--lr-codebook", "3e-4", "--hull", "2"],
+     "λ_r 0.001, codebook lr 3e-4, hull n 2"),
 ]
 
 
 def runs_decide():
-    return [(n, ["--method", "vimvq"] + bits_args(b) + F16 + a, SEEDS) for n, b, a, _ in DECIDE]
+    return [(n, ["--method", "vimvq"] + bits_args(b) + ([] if "--codebook" in a else F16) + a + NO_FT, SEEDS)
+            for n, b, a, _ in DECIDE]
 
 
-GROUPS = {"main": runs_main, "decide": runs_decide}
+GROUPS = {"main": runs_main, "ablation": runs_ablation, "decide": runs_decide}
 
 
 def sh(args):
@@ -173,15 +197,27 @@ def render_results(out):
     for b in BITS:
         L.append(f"### {b} bit{'s' if b > 1 else ''} (nominal)\n")
         L.append(HEAD)
-        for m in ("vimvq", "vq4dit", "gptvq", "kmeans"):
-            rs = load(out, f"{m}-{b}", SEEDS)
-            L.append(stat_row(LABEL[m] + (" (default)" if m == "vimvq" else ""), rs, f32_top1))
+        L.append(stat_row("**ViM-VQ (default)**", load(out, f"vimvq-{b}", SEEDS), f32_top1))
+        for m in ("vq4dit", "gptvq", "kmeans"):
+            L.append(stat_row(LABEL[m], load(out, f"{m}-{b}", SEEDS), f32_top1))
         for n in ("rtn-4", "rtn-3"):
             L.append(stat_row(f"RTN {n[-1]}-bit (scalar reference)", load(out, n, (0,)), f32_top1))
+        L.append(stat_row("*ablation:* ViM-VQ without fine-tuning", load(out, f"vimvq-noft-{b}", SEEDS),
+                          f32_top1))
+        for m in ("vq4dit", "gptvq", "kmeans"):
+            L.append(stat_row(f"*ablation:* {LABEL[m]} + fine-tuning", load(out, f"{m}-ft-{b}", SEEDS),
+                              f32_top1))
         L.append("")
+    L.append("### The paper's ladder (2 bits, no fine-tuning)\n")
+    L.append(HEAD)
+    for n, label in (("kmeans-2", "k-means (basic VQ)"), ("abl-fcco-2", "+ FCCO (no hull update, no IVQ)"),
+                     ("abl-hull-2", "+ hull update (no IVQ)"), ("vimvq-noft-2", "+ IVQ (= ViM-VQ block-wise)"),
+                     ("vimvq-2", "+ global fine-tuning (= ViM-VQ default)")):
+        L.append(stat_row(label, load(out, n, SEEDS), f32_top1))
+    L.append("")
     L.append("Exact commands (`-o`, `--report`, `--eval /tmp/fmnist-test --eval-f32-cache F` added):\n")
     L.append("```")
-    for n, a, s in runs_main():
+    for n, a, s in runs_main() + runs_ablation():
         L.append("vimvq " + " ".join(pack_cmd(a, "S")) + f"   # {n}, S in {list(s)}")
     L.append("```\n")
     return "\n".join(L)
@@ -218,6 +254,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/vimvq-results")
     ap.add_argument("--group", nargs="*", choices=sorted(GROUPS), default=sorted(GROUPS))
+    ap.add_argument("--only", nargs="*", help="run only the runs whose names start with one of these")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="only rewrite the documents")
     a = ap.parse_args()
@@ -227,13 +264,17 @@ def main():
             sh(["python3", "scripts/fmnist_test_png.py", TEST])
         for g in a.group:
             for name, args, seeds in GROUPS[g]():
+                if a.only and not any(name.startswith(o) for o in a.only):
+                    continue
                 for s in seeds:
                     print(f"{name} seed {s}", flush=True)
                     r = run_one(a.out, name, args, s, a.force)
                     e = r["eval"]
                     print(f"  top-1 {100 * e['top1']:.2f}  agree {100 * e['top1_agreement']:.2f}  "
                           f"KL {e['mean_kl']:.5f}  {r['quantize_seconds']:.1f} s", flush=True)
-    if "main" in a.group:
+    if a.only:
+        return  # a partial run: render with --render-only once everything is there
+    if "main" in a.group or "ablation" in a.group:
         replace_between(os.path.join(ROOT, "docs", "RESULTS.md"), "quant", render_results(a.out))
     if "decide" in a.group:
         replace_between(os.path.join(ROOT, "docs", "QUANTIZATION.md"), "defaults", render_decide(a.out))

@@ -19,7 +19,7 @@ use vimvq_pack::quantize::{
     quantize_resumable, Method, Objective, ProgressEvent, QuantError, QuantOptions, StateFile,
 };
 use vimvq_pack::rng::SplitMix64;
-use vimvq_pack::vq::VqConfig;
+use vimvq_pack::vq::{default_hull, VqConfig};
 use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel};
@@ -105,9 +105,10 @@ pub struct PackArgs {
     /// Optimiser steps per block (block objective) or per layer (layer objective)
     #[arg(long, value_name = "N", default_value_t = VqConfig::default().steps as u64, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub steps: u64,
-    /// FCCO hull size n (candidate codewords per sub-vector)
-    #[arg(long, value_name = "N", default_value_t = VqConfig::default().hull as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    pub hull: u64,
+    /// FCCO hull size n (candidate codewords per sub-vector) [default: 2 for sub-vectors of up to
+    /// 4 weights (--bits 3, 2), 4 from 8 (--bits 1)]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub hull: Option<u64>,
     /// Seed of k-means++, the calibration subset and the minibatches
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
@@ -144,6 +145,10 @@ pub struct PackArgs {
     /// Storage type of the VQ codebooks
     #[arg(long, value_enum, default_value_t = CodebookArg::F32)]
     pub codebook: CodebookArg,
+    /// Steps of global fine-tuning after the blocks: codebooks, norms and Δ biases trained end
+    /// to end on KL(f32 ‖ quantized) with the assignments fixed (0 = off; ignored by rtn)
+    #[arg(long, value_name = "N", default_value_t = QuantOptions::default().finetune_steps as u64)]
+    pub finetune_steps: u64,
     /// Ablation: never replace hull members
     #[arg(long)]
     pub no_hull_update: bool,
@@ -195,12 +200,16 @@ impl PackArgs {
         o.hull_update = !self.no_hull_update;
         o.ivq = !self.no_ivq;
         o.codebook_f16 = self.codebook == CodebookArg::F16;
+        o.finetune_steps = usize_of(self.finetune_steps, "finetune-steps")?;
         o.threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let v = &mut o.vq;
         v.steps = usize_of(self.steps, "steps")?;
-        v.hull = usize_of(self.hull, "hull")?;
+        v.hull = match self.hull {
+            Some(n) => usize_of(n, "hull")?,
+            None => default_hull(v.d),
+        };
         v.seed = self.seed;
         v.lambda_r = self.lambda_r;
         v.confirm_threshold = self.confirm_threshold;
@@ -429,6 +438,8 @@ struct Bars {
     state: PathBuf,
     bar: Option<ProgressBar>,
     units: Option<ProgressBar>,
+    /// Minibatch KL of the first fine-tuning step.
+    first_kl: f64,
 }
 
 /// `s` seconds as `12.3 s`, `4 min 05 s` or `1 h 02 min`.
@@ -503,6 +514,31 @@ impl Bars {
                     ));
                 }
             }
+            ProgressEvent::FinetuneStep { step, steps, loss } => {
+                if step == 1 {
+                    let b = ProgressBar::new(steps as u64);
+                    if let Ok(s) = ProgressStyle::with_template(
+                        "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
+                    ) {
+                        b.set_style(s);
+                    }
+                    b.set_prefix("fine-tune");
+                    self.first_kl = loss;
+                    self.bar = Some(b);
+                }
+                if let Some(b) = &self.bar {
+                    b.set_position(step as u64);
+                    b.set_message(format!("KL {loss:.3e}"));
+                    if step == steps {
+                        b.finish_and_clear();
+                        b.println(format!(
+                            "fine-tune: minibatch KL {:.4e} (first step) → {loss:.4e} (last)",
+                            self.first_kl
+                        ));
+                        self.bar = None;
+                    }
+                }
+            }
             ProgressEvent::Done {
                 unit,
                 loss,
@@ -571,7 +607,11 @@ pub fn run(a: PackArgs) -> Result<()> {
         state: state.clone(),
         bar: None,
         units: None,
+        first_kl: 0.0,
     };
+    if opts.method == Method::Rtn && opts.finetune_steps > 0 {
+        eprintln!("note: rtn has no codebooks; --finetune-steps is ignored");
+    }
     let state_file = StateFile {
         path: state.clone(),
         image_names: calib
@@ -709,14 +749,21 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_spec_defaults() {
+    fn defaults_are_the_documented_defaults() {
         let o = parse(&[]).unwrap().options().unwrap();
         let d = QuantOptions::with_bits(2).unwrap();
         assert_eq!(o.method, Method::VimVq);
         assert_eq!(o.objective, Objective::Block);
-        assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.vq.steps), (256, 4, 4, 300));
+        assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.vq.steps), (256, 4, 2, 300));
+        assert_eq!((o.vq.lambda_r, o.vq.lr_codebook), (0.01, 3e-4));
         assert_eq!(o.batch, 8);
         assert_eq!(o.vq, d.vq);
+        assert_eq!(o.finetune_steps, 100);
+        let o = parse(&["--finetune-steps", "0"])
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(o.finetune_steps, 0);
     }
 
     #[test]
@@ -725,7 +772,7 @@ mod tests {
             .unwrap()
             .options()
             .unwrap();
-        assert_eq!((o.vq.k, o.vq.d, o.rtn_bits), (256, 8, 1));
+        assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.rtn_bits), (256, 8, 4, 1));
         let o = parse(&["--k", "16", "--d", "2", "--no-ivq", "--no-hull-update"])
             .unwrap()
             .options()

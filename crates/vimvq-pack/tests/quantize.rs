@@ -11,6 +11,7 @@ use vimvq_pack::quantize::{
     StateFile, QUANT_ROLES,
 };
 use vimvq_pack::rng::SplitMix64;
+use vimvq_rt::context::{Context, Input};
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel, PackedTensor, Role, TensorData};
 use vimvq_rt::kernels::f16_to_f32;
 use vimvq_rt::model::{Codebook, Model, Weight};
@@ -102,6 +103,8 @@ fn opts(method: Method, objective: Objective) -> QuantOptions {
     o.vq.steps = 60;
     o.vq.kmeans_iters = 20;
     o.threads = 1;
+    // The block-wise stage alone; fine-tuning has its own test below.
+    o.finetune_steps = 0;
     o
 }
 
@@ -623,4 +626,104 @@ fn a_corrupt_truncated_or_hostile_state_is_a_one_line_error() {
     let e = quantize_resumable(&model(), &calib, &o, &sf, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Logits of `m` on `images`, from the deployment runtime.
+fn runtime_logits(m: &PackedModel, images: &[Vec<f32>]) -> Vec<f32> {
+    let bytes = AlignedBytes::from_slice(&to_bytes(m).unwrap());
+    let model = Model::parse(&bytes).unwrap();
+    let mut scratch = vec![0u8; Context::scratch_bytes(&model, Input::Tensor, 1).unwrap()];
+    let mut ctx = Context::new(model, Input::Tensor, 1, &mut scratch).unwrap();
+    let mut out = Vec::new();
+    for x in images {
+        ctx.classify_tensor(x, &mut []).unwrap();
+        out.extend_from_slice(ctx.logits());
+    }
+    out
+}
+
+/// Mean KL(f32 ‖ q) of the softmax outputs on `images` (the runtime on both models).
+fn mean_kl(q: &PackedModel, images: &[Vec<f32>]) -> f64 {
+    let classes = config().num_classes;
+    let (p, l) = (runtime_logits(&model(), images), runtime_logits(q, images));
+    let log_softmax = |z: &[f32]| -> Vec<f64> {
+        let m = z.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)) as f64;
+        let s = z.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
+        z.iter().map(|v| *v as f64 - m - s).collect()
+    };
+    let kl: f64 = p
+        .chunks(classes)
+        .zip(l.chunks(classes))
+        .map(|(a, b)| {
+            let (a, b) = (log_softmax(a), log_softmax(b));
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| x.exp() * (x - y))
+                .sum::<f64>()
+        })
+        .sum();
+    kl / images.len() as f64
+}
+
+#[test]
+fn finetuning_lowers_the_kl_keeps_the_indices_and_ignores_threads() {
+    let calib = images(16);
+    let mut o = opts(Method::KMeans, Objective::Block);
+    let (base, _) = run(&o, &calib);
+    o.finetune_steps = 40;
+    let mut events = Vec::new();
+    let (ft, report) = quantize(&model(), &calib, &o, &mut |e| {
+        if let ProgressEvent::FinetuneStep { step, steps, .. } = e {
+            events.push((step, steps));
+        }
+    })
+    .unwrap();
+    assert_eq!(events, (1..=40).map(|s| (s, 40)).collect::<Vec<_>>());
+    let f = report.finetune.clone().unwrap();
+    assert_eq!(f.steps, 40);
+    assert!(f.loss_last < f.loss_first, "{f:?}");
+    let json = report.to_json();
+    assert_eq!(json["finetune_steps"], 40);
+    let (k0, k1) = (mean_kl(&base, &calib), mean_kl(&ft, &calib));
+    eprintln!("calibration KL: block-wise {k0:.4e}, fine-tuned {k1:.4e}");
+    assert!(k1 < 0.9 * k0, "{k0} → {k1}");
+    // Same tensors; indices unchanged; codebooks, norms and Δ biases moved; the rest identical.
+    let mut moved = [false; 3];
+    for (a, b) in base.tensors.iter().zip(&ft.tensors) {
+        assert_eq!((a.role, a.layer), (b.role, b.layer));
+        match (&a.data, &b.data) {
+            (
+                TensorData::Vq {
+                    indices: ia,
+                    codebook: ca,
+                    ..
+                },
+                TensorData::Vq {
+                    indices: ib,
+                    codebook: cb,
+                    ..
+                },
+            ) => {
+                assert_eq!(ia, ib, "{:?} {}", a.role, a.layer);
+                moved[0] |= ca != cb;
+            }
+            _ if matches!(a.role, Role::Norm | Role::NormF) => moved[1] |= a.data != b.data,
+            _ if matches!(a.role, Role::DtProjB | Role::DtProjBBack) => {
+                moved[2] |= a.data != b.data
+            }
+            _ => assert_eq!(a.data, b.data, "{:?} {}", a.role, a.layer),
+        }
+    }
+    assert_eq!(moved, [true; 3]);
+    for threads in [2, 3] {
+        o.threads = threads;
+        assert_eq!(run(&o, &calib).0, ft, "{threads} threads");
+    }
+    // RTN has no codebooks: the stage does not run.
+    let mut r = opts(Method::Rtn, Objective::Block);
+    r.finetune_steps = 5;
+    let (rq, rr) = run(&r, &calib);
+    assert!(rr.finetune.is_none());
+    r.finetune_steps = 0;
+    assert_eq!(run(&r, &calib).0, rq);
 }

@@ -97,13 +97,19 @@ fn config_defaults_bits_table_and_validation() {
     let c = VqConfig::default();
     assert_eq!(
         (c.k, c.d, c.hull, c.steps, c.hull_every, c.seed),
-        (256, 4, 4, 300, 10, 0)
+        (256, 4, 2, 300, 10, 0)
     );
-    assert_eq!((c.lr_logits, c.lr_codebook, c.lr_bias), (5e-2, 1e-3, 1e-4));
+    assert_eq!((c.lr_logits, c.lr_codebook, c.lr_bias), (5e-2, 3e-4, 1e-4));
     assert_eq!(
         (c.rms_alpha, c.rms_eps, c.lambda_r, c.confirm_threshold),
-        (0.9, 1e-8, 0.1, 0.99)
+        (0.9, 1e-8, 0.01, 0.99)
     );
+    // The hull follows the sub-vector length: 2 at 3 and 2 bits, 4 at 1 bit.
+    let hulls: Vec<usize> = [3, 2, 1]
+        .iter()
+        .map(|&b| VqConfig::with_bits(b).unwrap().hull)
+        .collect();
+    assert_eq!(hulls, [2, 2, 4]);
     assert_eq!(c.schedule_at, [0.2, 0.4, 0.6, 0.8]);
     assert_eq!(c.schedule_floor, [0.25, 0.5, 0.75, 1.0]);
     assert_eq!(c.kmeans_iters, 100);

@@ -13,6 +13,9 @@
 //! * [`cache`]: what the forward records for the backward ([`Cache`]);
 //! * [`pass`]: [`forward`] (records a [`Cache`]) and [`backward`] composing the ops, parallel
 //!   over the batch on the current rayon pool, and the loss [`rel_mse`].
+//! * [`model`]: the whole body and head end to end (global fine-tuning): [`model::model_forward`]
+//!   with gradient checkpointing, [`model::model_backward`] chaining [`backward_with_input`]
+//!   through the norms and the residual stream, the KL loss and the codebook gradient.
 //!
 //! Everything is generic over [`Float`] (`f32` for calibration, `f64` for gradient checks).
 //!
@@ -35,6 +38,7 @@
 pub mod cache;
 pub mod float;
 pub mod grads;
+pub mod model;
 pub mod ops;
 pub mod params;
 pub mod pass;
@@ -46,4 +50,4 @@ pub use cache::Cache;
 pub use float::Float;
 pub use grads::{DirGrads, Grads};
 pub use params::{BlockDims, BlockParams, CalibError, DirParams, MIXER_ROLES, TRAINABLE_ROLES};
-pub use pass::{backward, forward, rel_mse};
+pub use pass::{backward, backward_with_input, forward, rel_mse};

@@ -261,11 +261,36 @@ impl<T: Float> Scratch<T> {
 ///
 /// `params` must be the ones the preceding [`forward`] on `cache` ran with. Per-image gradients
 /// are computed in parallel on the current rayon pool and summed in image order, so the result
-/// is bit-identical for every thread count. Frozen tensors and `dL/d hn` are not computed.
+/// is bit-identical for every thread count. Frozen tensors and `dL/d hn` are not computed
+/// ([`backward_with_input`] adds the latter).
 ///
 /// # Panics
 /// If `cache` holds no forward for these dims or `dy` does not have the forward output's shape.
 pub fn backward<T: Float>(params: &BlockParams<T>, cache: &mut Cache<T>, dy: &[T]) -> Grads<T> {
+    backward_impl(params, cache, dy, None)
+}
+
+/// [`backward`] that also overwrites `dhn` `(B, L, D)` with `dL/d hn`, the gradient of the mixer
+/// input (through `in_proj`, both the `x` and the `z` rows), for chaining blocks end to end.
+///
+/// # Panics
+/// As [`backward`], or if `dhn` does not have `dy`'s length.
+pub fn backward_with_input<T: Float>(
+    params: &BlockParams<T>,
+    cache: &mut Cache<T>,
+    dy: &[T],
+    dhn: &mut [T],
+) -> Grads<T> {
+    assert_eq!(dhn.len(), dy.len(), "backward: dhn is not (B, L, D)");
+    backward_impl(params, cache, dy, Some(dhn))
+}
+
+fn backward_impl<T: Float>(
+    params: &BlockParams<T>,
+    cache: &mut Cache<T>,
+    dy: &[T],
+    dhn: Option<&mut [T]>,
+) -> Grads<T> {
     let dims = params.dims;
     assert_eq!(
         cache.dims,
@@ -278,16 +303,21 @@ pub fn backward<T: Float>(params: &BlockParams<T>, cache: &mut Cache<T>, dy: &[T
     assert_eq!(dy.len(), batch * row, "backward: dy is not (B, L, D)");
     cache.grads.resize_with(batch, || Grads::zeros(dims));
     let a = [neg_exp(&params.fwd.a_log), neg_exp(&params.bwd.a_log)];
+    let mut dhn_rows: Vec<Option<&mut [T]>> = match dhn {
+        Some(v) => v.chunks_exact_mut(row).map(Some).collect(),
+        None => (0..batch).map(|_| None).collect(),
+    };
     cache
         .images
         .par_iter()
         .zip(dy.par_chunks_exact(row))
         .zip(cache.grads.par_iter_mut())
+        .zip(dhn_rows.par_iter_mut())
         .for_each_init(
             || Scratch::new(dims, len),
-            |ws, ((ic, g), gr)| {
+            |ws, (((ic, g), gr), dh)| {
                 gr.fill_zero();
-                image_backward(params, &a, len, ic, g, gr, ws);
+                image_backward(params, &a, len, ic, g, gr, dh.as_deref_mut(), ws);
             },
         );
     let mut total = Grads::zeros(dims);
@@ -297,6 +327,7 @@ pub fn backward<T: Float>(params: &BlockParams<T>, cache: &mut Cache<T>, dy: &[T
     total
 }
 
+#[allow(clippy::too_many_arguments)]
 fn image_backward<T: Float>(
     p: &BlockParams<T>,
     a: &[Vec<T>; 2],
@@ -304,6 +335,7 @@ fn image_backward<T: Float>(
     ic: &ImageCache<T>,
     dy: &[T],
     g: &mut Grads<T>,
+    mut dhn: Option<&mut [T]>,
     ws: &mut Scratch<T>,
 ) {
     let dims = p.dims;
@@ -353,13 +385,16 @@ fn image_backward<T: Float>(
     );
     let lin = LinearDims { m: len, k: d, n: e };
     let (gx, gz) = g.in_proj.split_at_mut(e * d);
+    if let Some(dh) = dhn.as_deref_mut() {
+        dh.fill(T::ZERO);
+    }
     linear_backward(
         &ic.hn,
         &p.in_proj[..e * d],
         &ws.dx,
         lin,
         LinearGrads {
-            dx: None,
+            dx: dhn.as_deref_mut(),
             dw: Some(gx),
             db: None,
         },
@@ -370,7 +405,7 @@ fn image_backward<T: Float>(
         &ws.dz,
         lin,
         LinearGrads {
-            dx: None,
+            dx: dhn,
             dw: Some(gz),
             db: None,
         },

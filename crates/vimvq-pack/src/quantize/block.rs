@@ -57,7 +57,7 @@ pub(super) struct Trained {
 
 /// `batch` distinct image indices for step `step`, drawn from a generator seeded by the run seed
 /// and the block (partial Fisher–Yates over a persistent permutation).
-fn sample(rng: &mut SplitMix64, perm: &mut [usize], batch: usize) -> Vec<usize> {
+pub(super) fn sample(rng: &mut SplitMix64, perm: &mut [usize], batch: usize) -> Vec<usize> {
     let n = perm.len();
     let b = batch.min(n);
     for i in 0..b {

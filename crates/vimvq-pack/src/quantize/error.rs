@@ -67,6 +67,14 @@ pub enum QuantError {
     /// and what to do).
     #[error("{0}")]
     Resume(String),
+    /// Global fine-tuning produced a non-finite loss.
+    #[error(
+        "fine-tuning: the KL loss became non-finite at step {step}; use fewer --finetune-steps"
+    )]
+    FinetuneDiverged {
+        /// Step.
+        step: usize,
+    },
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),

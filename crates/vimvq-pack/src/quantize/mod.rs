@@ -45,6 +45,7 @@
 
 mod block;
 mod error;
+mod finetune;
 mod forward;
 mod method;
 mod options;
@@ -52,10 +53,11 @@ mod progress;
 mod report;
 mod resume;
 mod roles;
+mod tensors;
 
 use std::time::Instant;
 
-use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
+use vimvq_rt::format::{PackedModel, Role, TensorData};
 use vimvq_rt::VimConfig;
 
 use rayon::prelude::*;
@@ -69,15 +71,16 @@ use crate::vq::{
 pub use self::error::QuantError;
 pub use self::method::Method;
 pub use self::options::{Objective, QuantOptions};
-pub use self::progress::{Eta, ProgressEvent};
+pub use self::progress::{Eta, FinetuneCost, ProgressEvent};
 pub use self::resume::StateFile;
 pub use self::roles::QUANT_ROLES;
-pub use report::{peak_rss_bytes, BlockStat, LayerStat, Report};
+pub use report::{peak_rss_bytes, BlockStat, FinetuneStat, LayerStat, Report};
 
 use self::block::{role_shape, set, BlockData, TrainSettings};
 use self::forward::{embed_image, mixer_batch, mixer_batch_taps, rmsnorm_rows};
 use self::resume::{Fingerprint, Snapshot};
 use self::roles::BIAS_ROLES;
+use self::tensors::{replace, tensor};
 
 /// Images per chunk of the f32 target / Hessian pass (bounds its memory).
 const TAP_CHUNK: usize = 32;
@@ -496,12 +499,22 @@ fn quantize_on_pool(
             resume::save(file, fp, &snapshot)?;
         }
         let times: Vec<f64> = report.blocks.iter().map(|s| s.seconds).collect();
+        let eta = Eta::after_blocks(
+            &times,
+            cfg.depth,
+            start.elapsed().as_secs_f64(),
+            finetune_cost(opts, &report.blocks),
+        );
         progress(ProgressEvent::Done {
             unit,
             loss,
             seconds,
-            eta: Eta::after_blocks(&times, cfg.depth, start.elapsed().as_secs_f64()),
+            eta,
         });
+    }
+    // 5. Global fine-tuning of codebooks, norms and Δ biases, assignments fixed.
+    if opts.effective_finetune_steps() > 0 {
+        report.finetune = Some(finetune::finetune(model, &mut out, calib, opts, progress)?);
     }
     let nw = n_weights.max(1) as f64;
     report.quantized_weights = n_weights;
@@ -529,28 +542,19 @@ fn quantize_on_pool(
     Ok((out, report))
 }
 
-/// The data of tensor `(role, layer)` of `model`.
-fn tensor(model: &PackedModel, role: Role, layer: usize) -> Result<&TensorData, QuantError> {
-    model
-        .tensors
+/// The fine-tuning stage's cost for the ETA: its steps, and the block objective's measured
+/// seconds per optimiser step (0, i.e. not estimated, for methods without block steps).
+fn finetune_cost(opts: &QuantOptions, blocks: &[BlockStat]) -> FinetuneCost {
+    let block_objective = opts.effective_objective() == Some(Objective::Block);
+    let (secs, steps) = blocks
         .iter()
-        .find(|t| t.role == role && t.layer == layer)
-        .map(|t| &t.data)
-        .ok_or(QuantError::Internal("output tensor"))
-}
-
-/// Replaces the data of tensor `(role, layer)` of `model`.
-fn replace(
-    model: &mut PackedModel,
-    role: Role,
-    layer: usize,
-    data: TensorData,
-) -> Result<(), QuantError> {
-    let t: &mut PackedTensor = model
-        .tensors
-        .iter_mut()
-        .find(|t| t.role == role && t.layer == layer)
-        .ok_or(QuantError::Internal("output tensor"))?;
-    t.data = data;
-    Ok(())
+        .fold((0.0, 0), |(t, n), b| (t + b.train_seconds, n + b.steps));
+    FinetuneCost {
+        steps: opts.effective_finetune_steps(),
+        block_step_seconds: if block_objective && steps > 0 {
+            secs / steps as f64
+        } else {
+            0.0
+        },
+    }
 }

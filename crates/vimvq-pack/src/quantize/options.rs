@@ -48,6 +48,9 @@ pub struct QuantOptions {
     /// Store VQ codebooks as f16 (`--codebook f16`): each layer's codebook is rounded when the
     /// layer is final, before the next block calibrates on it. Default false (f32).
     pub codebook_f16: bool,
+    /// Steps of global fine-tuning after the block-wise stage (`--finetune-steps`; every VQ
+    /// method; none for `rtn`, which has no codebooks). Default 100.
+    pub finetune_steps: usize,
 }
 
 impl Default for QuantOptions {
@@ -62,6 +65,7 @@ impl Default for QuantOptions {
             ivq: true,
             rtn_bits: 2,
             codebook_f16: false,
+            finetune_steps: 100,
         }
     }
 }
@@ -103,6 +107,14 @@ impl QuantOptions {
             Method::Rtn | Method::KMeans => None,
             Method::Gptvq => Some(Objective::Layer),
             Method::VimVq | Method::Vq4dit => Some(self.objective),
+        }
+    }
+
+    /// Fine-tuning steps that actually run (0 for `rtn`: no codebooks to tune).
+    pub fn effective_finetune_steps(&self) -> usize {
+        match self.method {
+            Method::Rtn => 0,
+            _ => self.finetune_steps,
         }
     }
 

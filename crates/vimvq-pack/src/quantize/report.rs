@@ -82,6 +82,21 @@ pub struct Report {
     pub blocks: Vec<BlockStat>,
     /// Blocks restored from a saved state instead of computed by this run.
     pub resumed_blocks: usize,
+    /// The global fine-tuning stage, when it ran.
+    pub finetune: Option<FinetuneStat>,
+}
+
+/// What the stage did, for the report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FinetuneStat {
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Mean minibatch KL over the first 10 % of the steps.
+    pub loss_first: f64,
+    /// Mean minibatch KL over the last 10 % of the steps.
+    pub loss_last: f64,
+    /// Wall time of the stage (teacher logits included), seconds.
+    pub seconds: f64,
 }
 
 impl Report {
@@ -105,6 +120,7 @@ impl Report {
             layers: Vec::new(),
             blocks: Vec::new(),
             resumed_blocks: 0,
+            finetune: None,
         }
     }
 
@@ -153,6 +169,10 @@ impl Report {
             "threads": self.threads,
             "images_steps_per_second": self.images_steps_per_second,
             "resumed_blocks": self.resumed_blocks,
+            "finetune_steps": self.finetune.as_ref().map_or(0, |f| f.steps),
+            "finetune_loss_first": self.finetune.as_ref().map(|f| f.loss_first),
+            "finetune_loss_last": self.finetune.as_ref().map(|f| f.loss_last),
+            "finetune_seconds": self.finetune.as_ref().map_or(0.0, |f| f.seconds),
             "settings": {
                 "steps": if calibrated { e.steps } else { 0 },
                 "batch": o.batch,

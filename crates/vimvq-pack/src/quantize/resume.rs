@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use vimvq_rt::format::{crc32, to_bytes, PackedModel, TensorData};
 
 use super::error::QuantError;
+use super::options::QuantOptions;
 use super::report::{BlockStat, LayerStat};
 use super::roles::{BIAS_ROLES, QUANT_ROLES};
-use super::QuantOptions;
 
 const MAGIC: &[u8; 8] = b"VIMVQST\0";
 const VERSION: u32 = 1;

@@ -114,7 +114,7 @@ pub struct VqConfig {
     pub k: usize,
     /// Sub-vector length (`--d`, 1..=16). Default 4 (2-bit).
     pub d: usize,
-    /// FCCO hull size n (`--hull`). Default 4. Clamped to `k` at run time.
+    /// FCCO hull size n (`--hull`). Default [`default_hull`] of `d` (the paper: 4). Clamped to `k` at run time.
     pub hull: usize,
     /// Optimiser steps per layer (layer objective) or per block (block objective). Default 300.
     pub steps: usize,
@@ -122,7 +122,7 @@ pub struct VqConfig {
     pub kmeans_iters: usize,
     /// RMSprop learning rate of the logits. Default 5e-2.
     pub lr_logits: f32,
-    /// RMSprop learning rate of the codebooks. Default 1e-3.
+    /// RMSprop learning rate of the codebooks. Default 3e-4 (the paper: 1e-3).
     pub lr_codebook: f32,
     /// RMSprop learning rate of the biases of quantized layers. Default 1e-4.
     pub lr_bias: f32,
@@ -130,7 +130,7 @@ pub struct VqConfig {
     pub rms_alpha: f32,
     /// RMSprop denominator epsilon. Default 1e-8.
     pub rms_eps: f32,
-    /// Weight λ_r of the ratio regulariser. Default 0.1.
+    /// Weight λ_r of the ratio regulariser. Default 0.01 (the paper: 0.1).
     pub lambda_r: f32,
     /// Confirmation threshold τ on `max_m r_jm` (`--confirm-threshold`). Default 0.99.
     pub confirm_threshold: f32,
@@ -151,15 +151,15 @@ impl Default for VqConfig {
         Self {
             k: 256,
             d: 4,
-            hull: 4,
+            hull: default_hull(4),
             steps: 300,
             kmeans_iters: 100,
             lr_logits: 5e-2,
-            lr_codebook: 1e-3,
+            lr_codebook: 3e-4,
             lr_bias: 1e-4,
             rms_alpha: 0.9,
             rms_eps: 1e-8,
-            lambda_r: 0.1,
+            lambda_r: 0.01,
             confirm_threshold: 0.99,
             hull_every: 10,
             schedule_at: [0.2, 0.4, 0.6, 0.8],
@@ -167,6 +167,17 @@ impl Default for VqConfig {
             logit_init_eps: 1e-5,
             seed: 0,
         }
+    }
+}
+
+/// The default FCCO hull size for sub-vectors of `d` weights, chosen by the three-seed runs of
+/// docs/QUANTIZATION.md "How the defaults were chosen": 2 up to `d = 4` (3 and 2 bits), 4 from
+/// `d = 8` (1 bit), where a hull of 2 loses.
+pub fn default_hull(d: usize) -> usize {
+    if d >= 8 {
+        4
+    } else {
+        2
     }
 }
 
@@ -191,6 +202,7 @@ impl VqConfig {
         Ok(Self {
             k,
             d,
+            hull: default_hull(d),
             ..Self::default()
         })
     }

@@ -1,0 +1,35 @@
+//! Reading and replacing one tensor of the output model.
+
+use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
+
+use super::error::QuantError;
+
+/// The data of tensor `(role, layer)` of `model`.
+pub(super) fn tensor(
+    model: &PackedModel,
+    role: Role,
+    layer: usize,
+) -> Result<&TensorData, QuantError> {
+    model
+        .tensors
+        .iter()
+        .find(|t| t.role == role && t.layer == layer)
+        .map(|t| &t.data)
+        .ok_or(QuantError::Internal("output tensor"))
+}
+
+/// Replaces the data of tensor `(role, layer)` of `model`.
+pub(super) fn replace(
+    model: &mut PackedModel,
+    role: Role,
+    layer: usize,
+    data: TensorData,
+) -> Result<(), QuantError> {
+    let t: &mut PackedTensor = model
+        .tensors
+        .iter_mut()
+        .find(|t| t.role == role && t.layer == layer)
+        .ok_or(QuantError::Internal("output tensor"))?;
+    t.data = data;
+    Ok(())
+}
