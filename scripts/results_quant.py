@@ -87,8 +87,6 @@ DECIDE = [
      "λ_r 0.01, codebook lr 3e-4, hull n 2, **f32** codebooks"),
     ("dec-h2-noivq-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2", "--no-ivq"],
      "λ_r 0.01, codebook lr 3e-4, hull n 2, no IVQ (no confirmation, no schedule)"),
-    ("dec-h2-l001-2", 2, ["--lambda-r", "0.001", "--lr-codebook", "3e-4", "--hull", "2"],
-     "λ_r 0.001, codebook lr 3e-4, hull n 2"),
 ]
 
 
