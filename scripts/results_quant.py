@@ -77,12 +77,12 @@ DECIDE = [
     # (name, bits, extra args, what changes)
     ("dec-paper-2", 2, ["--lambda-r", "0.1", "--lr-codebook", "1e-3", "--hull", "4"], "paper settings: hull n 4, λ_r 0.1, codebook lr 1e-3"),
     ("dec-l01c3-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "hull n 4, λ_r 0.01, codebook lr 3e-4"),
-    ("dec-paper-1", 1, ["--lambda-r", "0.1", "--lr-codebook", "1e-3", "--hull", "4"], "paper settings"),
-    ("dec-l01c3-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "λ_r 0.01, codebook lr 3e-4"),
-    ("dec-l01c3-h2-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "… + hull n 2"),
-    ("dec-l01c3-h2-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "… + hull n 2"),
-    ("dec-l01c3-3", 3, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "λ_r 0.01, codebook lr 3e-4"),
-    ("dec-l01c3-h2-3", 3, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "… + hull n 2"),
+    ("dec-paper-1", 1, ["--lambda-r", "0.1", "--lr-codebook", "1e-3", "--hull", "4"], "paper settings: hull n 4, λ_r 0.1, codebook lr 1e-3"),
+    ("dec-l01c3-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "hull n 4, λ_r 0.01, codebook lr 3e-4"),
+    ("dec-l01c3-h2-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "hull n 2, λ_r 0.01, codebook lr 3e-4"),
+    ("dec-l01c3-h2-1", 1, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "hull n 2, λ_r 0.01, codebook lr 3e-4"),
+    ("dec-l01c3-3", 3, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "4"], "hull n 4, λ_r 0.01, codebook lr 3e-4"),
+    ("dec-l01c3-h2-3", 3, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2"], "hull n 2, λ_r 0.01, codebook lr 3e-4"),
     ("dec-h2-f32-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2", "--codebook", "f32"],
      "λ_r 0.01, codebook lr 3e-4, hull n 2, **f32** codebooks"),
     ("dec-h2-noivq-2", 2, ["--lambda-r", "0.01", "--lr-codebook", "3e-4", "--hull", "2", "--no-ivq"],
@@ -189,8 +189,12 @@ def render_results(out):
          f"f16 codebooks, so all VQ methods of one width have the same true bits per weight; RTN at 3 and 4 "
          f"bits is the scalar reference. Each VQ row is the mean over seeds {', '.join(map(str, SEEDS))} "
          f"(`--seed`: k-means++, the calibration order, the minibatches), with the seeds' KL range; RTN "
-         f"has no randomness. `--threads 2`; times are wall times of the whole `vimvq pack` including "
-         f"the evaluation.\n",
+         f"has no randomness. `--threads 2`; *calib. time* is the quantization's wall time (`quantize_seconds`: blocks and "
+         f"fine-tuning, not the evaluation), taken while other jobs shared the 2 cores (up to 4× "
+         f"inflated); the fidelity figures do not depend on load. The *ablation* rows take the "
+         f"fine-tuning stage out of ViM-VQ and add it to each baseline (GPTVQ and k-means + fine-tuning: "
+         f"seed 0 only). The ViM-VQ-without-fine-tuning rows are the decision runs of "
+         f"docs/QUANTIZATION.md at the default settings (same command).\n",
          f"**f32 reference**: top-1 {100 * f32_top1:.2f} %.\n"]
     for b in BITS:
         L.append(f"### {b} bit{'s' if b > 1 else ''} (nominal)\n")
@@ -233,6 +237,8 @@ def render_decide(out):
                  f"{100 * mean(rs, lambda r: r['eval']['top1']):.2f} | "
                  f"{mean(rs, lambda r: r['quantize_seconds']):.1f} |")
     L.append("")
+    L.append("Times were taken while other jobs shared the 2 cores (up to 4× inflated); the fidelity "
+             "figures do not depend on load.\n")
     L.append("Command: `bash scripts/results_quant.sh --group decide` (each run: `vimvq pack MODEL --calib "
              "CALIB --method vimvq --bits B --codebook f16 --seed S --threads 2` plus the settings).")
     return "\n".join(L)

@@ -13,6 +13,7 @@ use vimvq_pack::calib::ops::{
 use vimvq_pack::calib::{
     backward, forward, rel_mse, BlockDims, BlockParams, Cache, Float, Grads, TRAINABLE_ROLES,
 };
+use vimvq_pack::rng::SplitMix64;
 use vimvq_rt::format::Role;
 use vimvq_rt::VimConfig;
 
@@ -28,30 +29,9 @@ const F32_GRAD_TOL: f64 = 1e-3;
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// `(B, L, D)` rows with unit RMS, like an RMSNorm output (gain 1 ± 0.1 per feature).
 fn normalised_input(batch: usize, len: usize, d: usize, seed: u64) -> Vec<f64> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let gain: Vec<f64> = (0..d).map(|_| 1.0 + 0.1 * rng.normal()).collect();
     let mut out = Vec::with_capacity(batch * len * d);
     for _ in 0..batch * len {
@@ -250,7 +230,7 @@ fn problem(dims: BlockDims, len: usize, batch: usize, seed: u64) -> Problem<f64>
         orig.tensor_mut(*role).unwrap()[*e] = 25.0 + 3.0 * i as f64;
     }
     let mut params = orig.clone();
-    let mut rng = Rng(seed ^ 0xabcd);
+    let mut rng = SplitMix64::new(seed ^ 0xabcd);
     for role in TRAINABLE_ROLES {
         for (e, w) in params.tensor_mut(role).unwrap().iter_mut().enumerate() {
             if !hot.contains(&(role, e)) {
@@ -396,7 +376,7 @@ fn block_gradients_match_finite_differences() {
     let (loss, g) = pb.grads(2);
     eprintln!("loss {loss:.4e}");
     assert!(loss > 1e-3, "degenerate problem");
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     let mut worst_all = 0.0f64;
     for role in TRAINABLE_ROLES {
         let ga = g.tensor(role).unwrap();

@@ -10,6 +10,8 @@ use vimvq_pack::calib::model::{
     codebook_grad, kl_loss, model_backward, model_forward, ModelGrads, ModelParams,
 };
 use vimvq_pack::calib::{BlockDims, BlockParams, Cache};
+use vimvq_pack::quantize::QUANT_ROLES;
+use vimvq_pack::rng::SplitMix64;
 use vimvq_rt::format::Role;
 
 /// Finite differences vs the analytic gradient (relative, floor 1 % of the tensor's largest).
@@ -17,36 +19,7 @@ use vimvq_rt::format::Role;
 /// loss's rounding noise); a wrong term in the chain gives errors of order 1.
 const FD_TOL: f64 = 1e-3;
 
-const QUANT: [Role; 6] = [
-    Role::InProj,
-    Role::XProj,
-    Role::XProjBack,
-    Role::DtProjW,
-    Role::DtProjWBack,
-    Role::OutProj,
-];
 const BIAS: [Role; 2] = [Role::DtProjB, Role::DtProjBBack];
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// One VQ layer of the test model.
 #[derive(Clone)]
@@ -102,7 +75,7 @@ fn problem() -> Problem {
         d_conv: 3,
     };
     let (depth, len, batch, classes) = (2, 5, 3, 4);
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64::new(11);
     let mut blocks = Vec::new();
     let mut vq = Vec::new();
     for b in 0..depth {
@@ -114,7 +87,7 @@ fn problem() -> Problem {
                 *v = 0.5 * rng.normal();
             }
         }
-        for role in QUANT {
+        for role in QUANT_ROLES {
             // Codewords: K random (padded) sub-vectors of the random weight; random indices.
             let (rows, cols) = shape(dims, role);
             let w = p.tensor(role).unwrap();
@@ -252,7 +225,7 @@ fn end_to_end_gradients_match_finite_differences() {
     let (loss, g) = pb.grads(2);
     eprintln!("loss {loss:.4e}");
     assert!(loss > 1e-2, "degenerate problem");
-    let mut rng = Rng(5);
+    let mut rng = SplitMix64::new(5);
     let mut worst = 0.0f64;
     let mut coords = |n: usize, m: usize| -> Vec<usize> {
         let mut c: Vec<usize> = (0..m.min(n)).map(|_| rng.below(n)).collect();
