@@ -48,21 +48,9 @@ fn dense(model: &PackedModel, role: Role, layer: usize) -> Result<Vec<f32>, Quan
         .ok_or_else(|| QuantError::Model(format!("tensor {role:?} of layer {layer} is missing")))?;
     Ok(match &t.data {
         TensorData::F32(v) => v.clone(),
-        TensorData::Vq {
-            codebook,
-            k,
-            d,
-            indices,
-            ..
-        } => VqLayer {
-            rows: t.rows,
-            cols: t.cols,
-            k: *k,
-            d: *d,
-            codebook: codebook.clone(),
-            indices: indices.clone(),
-        }
-        .dequantize(),
+        TensorData::Vq { .. } => VqLayer::from_tensor(t)
+            .ok_or(QuantError::Internal("VQ tensor"))?
+            .dequantize(),
     })
 }
 
@@ -166,32 +154,26 @@ pub(super) fn finetune(
     let mut params = model_params(out)?;
     let mut slots = Vec::new();
     for t in &out.tensors {
-        if let TensorData::Vq {
-            codebook,
-            k,
-            d,
-            indices,
-            codebook_f16,
-        } = &t.data
-        {
-            if !QUANT_ROLES.contains(&t.role) {
-                return Err(QuantError::Internal("VQ tensor outside the mixer"));
-            }
-            slots.push(Slot {
-                block: t.layer,
-                role: t.role,
-                layer: VqLayer {
-                    rows: t.rows,
-                    cols: t.cols,
-                    k: *k,
-                    d: *d,
-                    codebook: codebook.clone(),
-                    indices: indices.clone(),
-                },
-                f16: *codebook_f16,
-                opt: RmsProp::new(codebook.len(), LR_CODEBOOK, 0.9, 1e-8),
-            });
+        let Some(layer) = VqLayer::from_tensor(t) else {
+            continue;
+        };
+        if !QUANT_ROLES.contains(&t.role) {
+            return Err(QuantError::Internal("VQ tensor outside the mixer"));
         }
+        let opt = RmsProp::new(layer.codebook.len(), LR_CODEBOOK, 0.9, 1e-8);
+        slots.push(Slot {
+            block: t.layer,
+            role: t.role,
+            layer,
+            f16: matches!(
+                t.data,
+                TensorData::Vq {
+                    codebook_f16: true,
+                    ..
+                }
+            ),
+            opt,
+        });
     }
     let d_model = cfg.embed_dim;
     let rms = |len: usize, lr: f32| RmsProp::new(len, lr, 0.9, 1e-8);

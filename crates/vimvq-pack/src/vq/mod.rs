@@ -23,7 +23,7 @@
 //! only splits per-point work whose results do not depend on the split, and every reduction runs
 //! in a fixed sequential order.
 
-use vimvq_rt::format::TensorData;
+use vimvq_rt::format::{PackedTensor, TensorData};
 
 pub mod fcco;
 pub mod gptvq;
@@ -415,6 +415,28 @@ impl VqLayer {
     pub fn round_codebook_f16(&mut self) {
         for v in &mut self.codebook {
             *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
+
+    /// The layer a VQ tensor of a model holds (its codebook already as f32), or `None` for a
+    /// dense tensor: the inverse of [`VqLayer::into_tensor_data`].
+    pub fn from_tensor(t: &PackedTensor) -> Option<Self> {
+        match &t.data {
+            TensorData::Vq {
+                codebook,
+                k,
+                d,
+                indices,
+                ..
+            } => Some(VqLayer {
+                rows: t.rows,
+                cols: t.cols,
+                k: *k,
+                d: *d,
+                codebook: codebook.clone(),
+                indices: indices.clone(),
+            }),
+            TensorData::F32(_) => None,
         }
     }
 
