@@ -18,7 +18,7 @@ use super::options::QuantOptions;
 use super::progress::ProgressEvent;
 use super::report::FinetuneStat;
 use super::roles::{BIAS_ROLES, QUANT_ROLES};
-use super::tensors::replace;
+use super::tensors::{find, replace};
 use crate::calib::model::{codebook_grad, kl_loss, model_backward, model_forward, ModelParams};
 use crate::calib::{BlockParams, Cache, MIXER_ROLES};
 use crate::rng::SplitMix64;
@@ -41,10 +41,7 @@ struct Slot {
 }
 
 fn dense(model: &PackedModel, role: Role, layer: usize) -> Result<Vec<f32>, QuantError> {
-    let t = model
-        .tensors
-        .iter()
-        .find(|t| t.role == role && t.layer == layer)
+    let t = find(model, role, layer)
         .ok_or_else(|| QuantError::Model(format!("tensor {role:?} of layer {layer} is missing")))?;
     Ok(match &t.data {
         TensorData::F32(v) => v.clone(),

@@ -4,16 +4,21 @@ use vimvq_rt::format::{PackedModel, PackedTensor, Role, TensorData};
 
 use super::error::QuantError;
 
-/// The data of tensor `(role, layer)` of `model`.
+/// Tensor `(role, layer)` of `model`, if it has one.
+pub(super) fn find(model: &PackedModel, role: Role, layer: usize) -> Option<&PackedTensor> {
+    model
+        .tensors
+        .iter()
+        .find(|t| t.role == role && t.layer == layer)
+}
+
+/// The data of tensor `(role, layer)` of the output model (missing = a bug).
 pub(super) fn tensor(
     model: &PackedModel,
     role: Role,
     layer: usize,
 ) -> Result<&TensorData, QuantError> {
-    model
-        .tensors
-        .iter()
-        .find(|t| t.role == role && t.layer == layer)
+    find(model, role, layer)
         .map(|t| &t.data)
         .ok_or(QuantError::Internal("output tensor"))
 }
