@@ -385,6 +385,13 @@ fn corrupt_image_is_skipped_and_counted_and_output_is_deterministic() {
         e.contains("warning: skipping calibration image") && e.contains("zz-corrupt.png"),
         "{e}"
     );
+    // A log (stderr is a pipe) follows the fine-tuning stage: a line per tenth, then the summary.
+    assert!(
+        e.contains("fine-tune: step 10/100, minibatch KL")
+            && e.contains("fine-tune: minibatch KL")
+            && e.contains("(first step) →"),
+        "{e}"
+    );
     let r: Value = serde_json::from_str(&fs::read_to_string(&rep).unwrap()).unwrap();
     assert_eq!(r["skipped_images"].as_u64(), Some(1));
     assert_eq!(r["calib_images"].as_u64(), Some(6));

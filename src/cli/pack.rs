@@ -440,6 +440,8 @@ struct Bars {
     units: Option<ProgressBar>,
     /// Minibatch KL of the first fine-tuning step.
     first_kl: f64,
+    /// When the fine-tuning stage started (its first step's end).
+    finetune_start: Option<Instant>,
 }
 
 /// `s` seconds as `12.3 s`, `4 min 05 s` or `1 h 02 min`.
@@ -516,27 +518,41 @@ impl Bars {
             }
             ProgressEvent::FinetuneStep { step, steps, loss } => {
                 if step == 1 {
-                    let b = ProgressBar::new(steps as u64);
-                    if let Ok(s) = ProgressStyle::with_template(
-                        "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
-                    ) {
-                        b.set_style(s);
-                    }
-                    b.set_prefix("fine-tune");
                     self.first_kl = loss;
-                    self.bar = Some(b);
+                    self.finetune_start = Some(Instant::now());
+                    if self.terminal {
+                        let b = ProgressBar::new(steps as u64);
+                        if let Ok(s) = ProgressStyle::with_template(
+                            "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
+                        ) {
+                            b.set_style(s);
+                        }
+                        b.set_prefix("fine-tune");
+                        self.bar = Some(b);
+                    }
                 }
                 if let Some(b) = &self.bar {
                     b.set_position(step as u64);
                     b.set_message(format!("KL {loss:.3e}"));
-                    if step == steps {
+                } else if step % (steps / 10).max(1) == 0 && step < steps {
+                    // A log gets a line every tenth of the stage, with its ETA.
+                    let elapsed = self
+                        .finetune_start
+                        .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                    let left = elapsed / (step - 1).max(1) as f64 * (steps - step) as f64;
+                    self.line(&format!(
+                        "fine-tune: step {step}/{steps}, minibatch KL {loss:.4e}, ETA {}",
+                        duration(left)
+                    ));
+                }
+                if step == steps {
+                    if let Some(b) = self.bar.take() {
                         b.finish_and_clear();
-                        b.println(format!(
-                            "fine-tune: minibatch KL {:.4e} (first step) → {loss:.4e} (last)",
-                            self.first_kl
-                        ));
-                        self.bar = None;
                     }
+                    self.line(&format!(
+                        "fine-tune: minibatch KL {:.4e} (first step) → {loss:.4e} (last)",
+                        self.first_kl
+                    ));
                 }
             }
             ProgressEvent::Done {
@@ -608,6 +624,7 @@ pub fn run(a: PackArgs) -> Result<()> {
         bar: None,
         units: None,
         first_kl: 0.0,
+        finetune_start: None,
     };
     if opts.method == Method::Rtn && opts.finetune_steps > 0 {
         eprintln!("note: rtn has no codebooks; --finetune-steps is ignored");
