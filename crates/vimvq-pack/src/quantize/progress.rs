@@ -56,8 +56,8 @@ pub enum ProgressEvent {
 }
 
 /// Cost of one fine-tuning step per block, in block-objective optimiser steps (measured on the
-/// bundled model and the 24-layer Vim-Ti: about 1.3).
-const FINETUNE_STEP_BLOCKS: f64 = 1.3;
+/// 24-layer Vim-Ti's default pack: 1.5; with 1.3 its ETA was 16 % short).
+const FINETUNE_STEP_BLOCKS: f64 = 1.5;
 
 /// Where a run stands after a block: blocks done, time spent, time left.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,11 +122,11 @@ mod tests {
         assert_eq!((e.done, e.total, e.elapsed, e.remaining), (2, 5, 7.5, 9.0));
         assert_eq!(Eta::after_blocks(&[3.0; 4], 4, 12.0, none).remaining, 0.0);
         assert_eq!(Eta::after_blocks(&[], 4, 0.0, none).remaining, 0.0);
-        // 10 fine-tuning steps over 4 blocks at 0.5 s per block step: 10 · 4 · 1.3 · 0.5 = 26 s.
+        // 10 fine-tuning steps over 4 blocks at 0.5 s per block step: 10 · 4 · 1.5 · 0.5 = 30 s.
         let ft = FinetuneCost {
             steps: 10,
             block_step_seconds: 0.5,
         };
-        assert!((Eta::after_blocks(&[3.0; 4], 4, 12.0, ft).remaining - 26.0).abs() < 1e-9);
+        assert!((Eta::after_blocks(&[3.0; 4], 4, 12.0, ft).remaining - 30.0).abs() < 1e-9);
     }
 }
