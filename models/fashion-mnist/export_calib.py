@@ -1,8 +1,10 @@
 """Writes the bundled calibration set: the first 256 Fashion-MNIST *train* images as 28x28 grayscale PNGs in
 ImageFolder layout (calib/<class>/<train index>.png). Needs numpy + pillow and Debian's dataset-fashion-mnist.
-None of these images is in the test set."""
+None of these images is in the test set. `python3 export_calib.py COUNT OUT_DIR` writes the first COUNT
+instead, to OUT_DIR (the larger calibration sets of docs/RESULTS.md)."""
 import gzip
 import pathlib
+import sys
 
 import numpy as np
 from PIL import Image
@@ -19,14 +21,15 @@ def idx(path, offset):
 
 
 def main():
-    out = pathlib.Path(__file__).parent / "calib"
+    out = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else pathlib.Path(__file__).parent / "calib"
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else COUNT
     images = idx(SRC / "train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
     labels = idx(SRC / "train-labels-idx1-ubyte.gz", 8)
-    for i in range(COUNT):
+    for i in range(count):
         d = out / CLASSES[labels[i]]
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i], mode="L").save(d / f"{i:05d}.png", optimize=True)
-    print(f"wrote {COUNT} images to {out}")
+    print(f"wrote {count} images to {out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ use vimvq_pack::quantize::{
     quantize_resumable, Method, Objective, ProgressEvent, QuantError, QuantOptions, StateFile,
 };
 use vimvq_pack::rng::SplitMix64;
-use vimvq_pack::vq::{default_hull, VqConfig};
+use vimvq_pack::vq::{default_hull_every, VqConfig};
 use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel};
@@ -105,10 +105,9 @@ pub struct PackArgs {
     /// Optimiser steps per block (block objective) or per layer (layer objective)
     #[arg(long, value_name = "N", default_value_t = VqConfig::default().steps as u64, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub steps: u64,
-    /// FCCO hull size n (candidate codewords per sub-vector) [default: 2 for sub-vectors of up to
-    /// 4 weights (--bits 3, 2), 4 from 8 (--bits 1)]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
-    pub hull: Option<u64>,
+    /// FCCO hull size n (candidate codewords per sub-vector)
+    #[arg(long, value_name = "N", default_value_t = VqConfig::default().hull as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub hull: u64,
     /// Seed of k-means++, the calibration subset and the minibatches
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
@@ -136,9 +135,10 @@ pub struct PackArgs {
     /// RMSprop learning rate of the Δ biases (block objective)
     #[arg(long, value_name = "X", default_value_t = VqConfig::default().lr_bias)]
     pub lr_bias: f32,
-    /// Hull update period T_h in steps (0 = never)
-    #[arg(long, value_name = "N", default_value_t = VqConfig::default().hull_every as u64)]
-    pub hull_every: u64,
+    /// Hull update period T_h in steps (0 = never) [default: 10 for sub-vectors of up to 4
+    /// weights (--bits 3, 2), 0 from 8 (--bits 1)]
+    #[arg(long, value_name = "N")]
+    pub hull_every: Option<u64>,
     /// Lloyd iterations of the k-means initialisation
     #[arg(long, value_name = "N", default_value_t = VqConfig::default().kmeans_iters as u64)]
     pub kmeans_iters: u64,
@@ -149,6 +149,9 @@ pub struct PackArgs {
     /// to end on KL(f32 ‖ quantized) with the assignments fixed (0 = off; ignored by rtn)
     #[arg(long, value_name = "N", default_value_t = QuantOptions::default().finetune_steps as u64)]
     pub finetune_steps: u64,
+    /// RMSprop learning rate of the fine-tuning stage (codebooks, norms and Δ biases)
+    #[arg(long, value_name = "X", default_value_t = QuantOptions::default().finetune_lr)]
+    pub finetune_lr: f32,
     /// Ablation: never replace hull members
     #[arg(long)]
     pub no_hull_update: bool,
@@ -201,22 +204,23 @@ impl PackArgs {
         o.ivq = !self.no_ivq;
         o.codebook_f16 = self.codebook == CodebookArg::F16;
         o.finetune_steps = usize_of(self.finetune_steps, "finetune-steps")?;
+        o.finetune_lr = self.finetune_lr;
         o.threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let v = &mut o.vq;
         v.steps = usize_of(self.steps, "steps")?;
-        v.hull = match self.hull {
-            Some(n) => usize_of(n, "hull")?,
-            None => default_hull(v.d),
-        };
+        v.hull = usize_of(self.hull, "hull")?;
         v.seed = self.seed;
         v.lambda_r = self.lambda_r;
         v.confirm_threshold = self.confirm_threshold;
         v.lr_logits = self.lr_logits;
         v.lr_codebook = self.lr_codebook;
         v.lr_bias = self.lr_bias;
-        v.hull_every = usize_of(self.hull_every, "hull-every")?;
+        v.hull_every = match self.hull_every {
+            Some(n) => usize_of(n, "hull-every")?,
+            None => default_hull_every(v.d),
+        };
         v.kmeans_iters = usize_of(self.kmeans_iters, "kmeans-iters")?;
         o.validate().map_err(|e| anyhow!("{e}"))?;
         Ok(o)
@@ -789,7 +793,15 @@ mod tests {
             .unwrap()
             .options()
             .unwrap();
-        assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.rtn_bits), (256, 8, 4, 1));
+        assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.rtn_bits), (256, 8, 2, 1));
+        assert_eq!(o.vq.hull_every, 0);
+        let o = parse(&["--bits", "1", "--hull-every", "5"])
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(o.vq.hull_every, 5);
+        let o = parse(&["--bits", "3"]).unwrap().options().unwrap();
+        assert_eq!((o.vq.hull, o.vq.hull_every), (2, 10));
         let o = parse(&["--k", "16", "--d", "2", "--no-ivq", "--no-hull-update"])
             .unwrap()
             .options()

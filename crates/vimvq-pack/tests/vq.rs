@@ -104,12 +104,15 @@ fn config_defaults_bits_table_and_validation() {
         (c.rms_alpha, c.rms_eps, c.lambda_r, c.confirm_threshold),
         (0.9, 1e-8, 0.01, 0.99)
     );
-    // The hull follows the sub-vector length: 2 at 3 and 2 bits, 4 at 1 bit.
-    let hulls: Vec<usize> = [3, 2, 1]
+    // The hull update follows the sub-vector length: every 10 steps at 3 and 2 bits, off at 1 bit.
+    let periods: Vec<(usize, usize)> = [3, 2, 1]
         .iter()
-        .map(|&b| VqConfig::with_bits(b).unwrap().hull)
+        .map(|&b| {
+            let c = VqConfig::with_bits(b).unwrap();
+            (c.hull, c.hull_every)
+        })
         .collect();
-    assert_eq!(hulls, [2, 2, 4]);
+    assert_eq!(periods, [(2, 10), (2, 10), (2, 0)]);
     assert_eq!(c.schedule_at, [0.2, 0.4, 0.6, 0.8]);
     assert_eq!(c.schedule_floor, [0.25, 0.5, 0.75, 1.0]);
     assert_eq!(c.kmeans_iters, 100);

@@ -24,13 +24,6 @@ use crate::calib::{BlockParams, Cache, MIXER_ROLES};
 use crate::rng::SplitMix64;
 use crate::vq::{RmsProp, VqLayer};
 
-/// RMSprop learning rate of the codebooks.
-pub const LR_CODEBOOK: f32 = 1e-4;
-/// RMSprop learning rate of the RMSNorm weights (block norms and the final norm).
-pub const LR_NORM: f32 = 1e-4;
-/// RMSprop learning rate of the Δ biases.
-pub const LR_BIAS: f32 = 1e-4;
-
 /// One quantized layer under training: where it sits, its hard layer and its optimiser.
 struct Slot {
     block: usize,
@@ -132,6 +125,7 @@ pub(super) fn finetune(
 ) -> Result<FinetuneStat, QuantError> {
     let start = Instant::now();
     let steps = opts.finetune_steps;
+    let rms = |len: usize| RmsProp::new(len, opts.finetune_lr, 0.9, 1e-8);
     let cfg = out.config;
     let classes = cfg.num_classes;
     let prefix = Prefix::new(teacher)?;
@@ -157,7 +151,7 @@ pub(super) fn finetune(
         if !QUANT_ROLES.contains(&t.role) {
             return Err(QuantError::Internal("VQ tensor outside the mixer"));
         }
-        let opt = RmsProp::new(layer.codebook.len(), LR_CODEBOOK, 0.9, 1e-8);
+        let opt = rms(layer.codebook.len());
         slots.push(Slot {
             block: t.layer,
             role: t.role,
@@ -173,11 +167,10 @@ pub(super) fn finetune(
         });
     }
     let d_model = cfg.embed_dim;
-    let rms = |len: usize, lr: f32| RmsProp::new(len, lr, 0.9, 1e-8);
-    let mut norm_opt: Vec<RmsProp> = (0..cfg.depth).map(|_| rms(d_model, LR_NORM)).collect();
-    let mut norm_f_opt = rms(d_model, LR_NORM);
+    let mut norm_opt: Vec<RmsProp> = (0..cfg.depth).map(|_| rms(d_model)).collect();
+    let mut norm_f_opt = rms(d_model);
     let mut bias_opt: Vec<[RmsProp; 2]> = (0..cfg.depth)
-        .map(|_| [rms(cfg.d_inner, LR_BIAS), rms(cfg.d_inner, LR_BIAS)])
+        .map(|_| [rms(cfg.d_inner), rms(cfg.d_inner)])
         .collect();
 
     let mut rng = SplitMix64::new(opts.vq.seed ^ 0xf1e7_7a11_0000_0000);

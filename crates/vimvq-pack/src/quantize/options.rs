@@ -51,6 +51,9 @@ pub struct QuantOptions {
     /// Steps of global fine-tuning after the block-wise stage (`--finetune-steps`; every VQ
     /// method; none for `rtn`, which has no codebooks). Default 100.
     pub finetune_steps: usize,
+    /// RMSprop learning rate of the fine-tuning stage (codebooks, norms, Δ biases;
+    /// `--finetune-lr`). Default 1e-4.
+    pub finetune_lr: f32,
 }
 
 impl Default for QuantOptions {
@@ -66,6 +69,7 @@ impl Default for QuantOptions {
             rtn_bits: 2,
             codebook_f16: false,
             finetune_steps: 100,
+            finetune_lr: 1e-4,
         }
     }
 }
@@ -73,14 +77,13 @@ impl Default for QuantOptions {
 impl QuantOptions {
     /// Defaults with `(k, d)` and the RTN bit width of a nominal bit width (3, 2 or 1).
     pub fn with_bits(bits: u32) -> Result<Self, QuantError> {
-        let (k, d) = bits_to_kd(bits)
-            .ok_or_else(|| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
+        if bits_to_kd(bits).is_none() {
+            return Err(QuantError::Options(format!(
+                "--bits {bits}: must be 1, 2 or 3"
+            )));
+        }
         Ok(Self {
-            vq: VqConfig {
-                k,
-                d,
-                ..VqConfig::default()
-            },
+            vq: VqConfig::with_bits(bits).map_err(QuantError::Vq)?,
             rtn_bits: bits,
             ..Self::default()
         })
@@ -121,6 +124,12 @@ impl QuantOptions {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), QuantError> {
         self.effective_vq().validate().map_err(QuantError::Vq)?;
+        if !(self.finetune_lr.is_finite() && self.finetune_lr > 0.0) {
+            return Err(QuantError::Options(format!(
+                "--finetune-lr {}: must be finite and > 0",
+                self.finetune_lr
+            )));
+        }
         if self.batch == 0 {
             return Err(QuantError::Options("--batch must be at least 1".into()));
         }

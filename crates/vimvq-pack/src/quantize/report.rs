@@ -186,6 +186,7 @@ impl Report {
                 "lr_codebook": e.lr_codebook,
                 "lr_bias": e.lr_bias,
                 "kmeans_iters": e.kmeans_iters,
+                "finetune_lr": o.finetune_lr,
                 "seed": e.seed,
             },
             "layers": self.layers.iter().map(|l| json!({

@@ -114,7 +114,7 @@ pub struct VqConfig {
     pub k: usize,
     /// Sub-vector length (`--d`, 1..=16). Default 4 (2-bit).
     pub d: usize,
-    /// FCCO hull size n (`--hull`). Default [`default_hull`] of `d` (the paper: 4). Clamped to `k` at run time.
+    /// FCCO hull size n (`--hull`). Default 2 (the paper: 4). Clamped to `k` at run time.
     pub hull: usize,
     /// Optimiser steps per layer (layer objective) or per block (block objective). Default 300.
     pub steps: usize,
@@ -134,7 +134,8 @@ pub struct VqConfig {
     pub lambda_r: f32,
     /// Confirmation threshold τ on `max_m r_jm` (`--confirm-threshold`). Default 0.99.
     pub confirm_threshold: f32,
-    /// Hull update period T_h in steps. Default 10. 0 disables the hull update.
+    /// Hull update period T_h in steps (`--hull-every`). Default [`default_hull_every`] of `d`
+    /// (10 up to `d = 4`; the paper: 10). 0 disables the hull update.
     pub hull_every: usize,
     /// Schedule points as fractions of the step budget. Default 0.2/0.4/0.6/0.8.
     pub schedule_at: [f32; 4],
@@ -151,7 +152,7 @@ impl Default for VqConfig {
         Self {
             k: 256,
             d: 4,
-            hull: default_hull(4),
+            hull: 2,
             steps: 300,
             kmeans_iters: 100,
             lr_logits: 5e-2,
@@ -170,14 +171,14 @@ impl Default for VqConfig {
     }
 }
 
-/// The default FCCO hull size for sub-vectors of `d` weights, chosen by the three-seed runs of
-/// docs/QUANTIZATION.md "How the defaults were chosen": 2 up to `d = 4` (3 and 2 bits), 4 from
-/// `d = 8` (1 bit), where a hull of 2 loses.
-pub fn default_hull(d: usize) -> usize {
+/// The default hull update period for sub-vectors of `d` weights, chosen by the three-seed runs
+/// of docs/QUANTIZATION.md "How the defaults were chosen": every 10 steps up to `d = 4` (3 and
+/// 2 bits), never from `d = 8` (1 bit), where replacing hull members costs fidelity.
+pub fn default_hull_every(d: usize) -> usize {
     if d >= 8 {
-        4
+        0
     } else {
-        2
+        10
     }
 }
 
@@ -202,7 +203,7 @@ impl VqConfig {
         Ok(Self {
             k,
             d,
-            hull: default_hull(d),
+            hull_every: default_hull_every(d),
             ..Self::default()
         })
     }
