@@ -2,7 +2,7 @@
 
 use super::error::QuantError;
 use super::method::Method;
-use crate::vq::{bits_to_kd, VqConfig};
+use crate::vq::VqConfig;
 
 /// Reconstruction objective (`--objective`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,13 +77,10 @@ impl Default for QuantOptions {
 impl QuantOptions {
     /// Defaults with `(k, d)` and the RTN bit width of a nominal bit width (3, 2 or 1).
     pub fn with_bits(bits: u32) -> Result<Self, QuantError> {
-        if bits_to_kd(bits).is_none() {
-            return Err(QuantError::Options(format!(
-                "--bits {bits}: must be 1, 2 or 3"
-            )));
-        }
+        let vq = VqConfig::with_bits(bits)
+            .map_err(|_| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
         Ok(Self {
-            vq: VqConfig::with_bits(bits).map_err(QuantError::Vq)?,
+            vq,
             rtn_bits: bits,
             ..Self::default()
         })
