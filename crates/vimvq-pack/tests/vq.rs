@@ -693,7 +693,7 @@ fn fcco_gradients_match_f64_finite_differences() {
 }
 
 #[test]
-fn fcco_initial_hull_and_logits_follow_the_spec() {
+fn fcco_initial_hull_and_logits_follow_the_documented_init() {
     let cfg = VqConfig {
         k: 16,
         d: 2,

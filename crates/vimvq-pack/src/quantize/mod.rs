@@ -6,7 +6,7 @@
 //! # let ck = import::load(std::path::Path::new("m.safetensors"), None).unwrap();
 //! let f32_model = import::to_packed(&ck, &Default::default()).unwrap();
 //! let calib: Vec<Vec<f32>> = vec![/* normalised CHW images */];
-//! let opts = QuantOptions::with_bits(2).unwrap(); // ViM-VQ, block objective, spec defaults
+//! let opts = QuantOptions::with_bits(2).unwrap(); // ViM-VQ, block objective, documented defaults
 //! let (q, report) = quantize(&f32_model, &calib, &opts, &mut |_| {}).unwrap();
 //! ```
 //!
