@@ -19,7 +19,7 @@ use vimvq_pack::quantize::{
     quantize_resumable, Method, Objective, ProgressEvent, QuantError, QuantOptions, StateFile,
 };
 use vimvq_pack::rng::SplitMix64;
-use vimvq_pack::vq::{default_hull_every, VqConfig};
+use vimvq_pack::vq::{default_hull_every, default_ivq, VqConfig};
 use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel};
@@ -155,9 +155,14 @@ pub struct PackArgs {
     /// Ablation: never replace hull members
     #[arg(long)]
     pub no_hull_update: bool,
-    /// Ablation: no incremental confirmation (every assignment soft until argmax at the end)
-    #[arg(long)]
+    /// Ablation: no incremental confirmation (every assignment soft until argmax at the end;
+    /// the default from sub-vectors of 8 weights, --bits 1)
+    #[arg(long, conflicts_with = "ivq")]
     pub no_ivq: bool,
+    /// Incremental confirmation also from sub-vectors of 8 weights (--bits 1), where it is off
+    /// by default
+    #[arg(long)]
+    pub ivq: bool,
     /// After packing, evaluate the written file and the f32 model on this ImageFolder with the
     /// runtime (what `vimvq eval --reference` runs) and add accuracy and fidelity to the report
     #[arg(long, value_name = "DIR")]
@@ -201,7 +206,11 @@ impl PackArgs {
         };
         o.batch = usize_of(self.batch, "batch")?;
         o.hull_update = !self.no_hull_update;
-        o.ivq = !self.no_ivq;
+        o.ivq = match (self.ivq, self.no_ivq) {
+            (true, _) => true,
+            (_, true) => false,
+            _ => default_ivq(o.vq.d),
+        };
         o.codebook_f16 = self.codebook == CodebookArg::F16;
         o.finetune_steps = usize_of(self.finetune_steps, "finetune-steps")?;
         o.finetune_lr = self.finetune_lr;
@@ -795,13 +804,17 @@ mod tests {
             .unwrap();
         assert_eq!((o.vq.k, o.vq.d, o.vq.hull, o.rtn_bits), (256, 8, 2, 1));
         assert_eq!(o.vq.hull_every, 0);
+        assert!(!o.ivq);
+        let o = parse(&["--bits", "1", "--ivq"]).unwrap().options().unwrap();
+        assert!(o.ivq);
+        assert!(parse(&["--ivq", "--no-ivq"]).is_err());
         let o = parse(&["--bits", "1", "--hull-every", "5"])
             .unwrap()
             .options()
             .unwrap();
         assert_eq!(o.vq.hull_every, 5);
         let o = parse(&["--bits", "3"]).unwrap().options().unwrap();
-        assert_eq!((o.vq.hull, o.vq.hull_every), (2, 10));
+        assert_eq!((o.vq.hull, o.vq.hull_every, o.ivq), (2, 10, true));
         let o = parse(&["--k", "16", "--d", "2", "--no-ivq", "--no-hull-update"])
             .unwrap()
             .options()

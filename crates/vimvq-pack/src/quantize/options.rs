@@ -2,7 +2,7 @@
 
 use super::error::QuantError;
 use super::method::Method;
-use crate::vq::VqConfig;
+use crate::vq::{default_ivq, VqConfig};
 
 /// Reconstruction objective (`--objective`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +41,8 @@ pub struct QuantOptions {
     /// Hull update ("adaptive replacement"); `false` = `--no-hull-update`. Default true.
     pub hull_update: bool,
     /// Incremental confirmation (threshold τ and schedule floor); `false` = `--no-ivq`: every
-    /// sub-vector stays soft until one-shot argmax hardening after the last step. Default true.
+    /// sub-vector stays soft until one-shot argmax hardening after the last step. Default
+    /// [`default_ivq`] of `d` (on at 3 and 2 bits, off at 1 bit).
     pub ivq: bool,
     /// Bits of the `rtn` baseline. Default 2.
     pub rtn_bits: u32,
@@ -80,6 +81,7 @@ impl QuantOptions {
         let vq = VqConfig::with_bits(bits)
             .map_err(|_| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
         Ok(Self {
+            ivq: default_ivq(vq.d),
             vq,
             rtn_bits: bits,
             ..Self::default()

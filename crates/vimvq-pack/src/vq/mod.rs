@@ -182,6 +182,14 @@ pub fn default_hull_every(d: usize) -> usize {
     }
 }
 
+/// Whether ViM-VQ confirms incrementally (IVQ) by default for sub-vectors of `d` weights, chosen
+/// by the seed runs of docs/QUANTIZATION.md "How the defaults were chosen": yes up to `d = 4`
+/// (3 and 2 bits); not from `d = 8` (1 bit), where one-shot hardening after the last step does
+/// better once the model is fine-tuned.
+pub fn default_ivq(d: usize) -> bool {
+    d < 8
+}
+
 /// `(k, d)` for a nominal bit width (`--bits`): 3 → (64, 2), 2 → (256, 4), 1 → (256, 8).
 pub fn bits_to_kd(bits: u32) -> Option<(usize, usize)> {
     match bits {
