@@ -80,7 +80,7 @@ use self::block::{role_shape, set, BlockData, TrainSettings};
 use self::forward::{embed_image, mixer_batch, mixer_batch_taps, rmsnorm_rows};
 use self::resume::{Fingerprint, Snapshot};
 use self::roles::BIAS_ROLES;
-use self::tensors::{replace, tensor};
+use self::tensors::{find, replace, tensor};
 
 /// Images per chunk of the f32 target / Hessian pass (bounds its memory).
 const TAP_CHUNK: usize = 32;
@@ -92,14 +92,9 @@ struct Tensors<'a> {
 
 impl<'a> Tensors<'a> {
     fn get(&self, role: Role, layer: usize) -> Result<&'a [f32], QuantError> {
-        let t = self
-            .model
-            .tensors
-            .iter()
-            .find(|t| t.role == role && t.layer == layer)
-            .ok_or_else(|| {
-                QuantError::Model(format!("tensor {role:?} of layer {layer} is missing"))
-            })?;
+        let t = find(self.model, role, layer).ok_or_else(|| {
+            QuantError::Model(format!("tensor {role:?} of layer {layer} is missing"))
+        })?;
         match &t.data {
             TensorData::F32(v) => Ok(v),
             TensorData::Vq { .. } => Err(QuantError::Model(format!(

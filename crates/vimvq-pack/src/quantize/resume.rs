@@ -21,6 +21,7 @@ use super::error::QuantError;
 use super::options::QuantOptions;
 use super::report::{BlockStat, LayerStat};
 use super::roles::{BIAS_ROLES, QUANT_ROLES};
+use super::tensors::find;
 
 const MAGIC: &[u8; 8] = b"VIMVQST\0";
 const VERSION: u32 = 1;
@@ -403,10 +404,7 @@ fn decode_state(r: &mut Reader<'_>, model: &PackedModel, images: usize) -> Resul
     let mut tensors = Vec::with_capacity(n);
     for (i, &role) in (0..n).zip(roles.cycle()) {
         let layer = i / PER_BLOCK;
-        let t = model
-            .tensors
-            .iter()
-            .find(|t| t.role == role && t.layer == layer)
+        let t = find(model, role, layer)
             .ok_or_else(|| format!("the model has no tensor {role:?} of block {layer}"))?;
         let bad = |what: &str| format!("tensor {role:?} of block {layer}: {what}");
         let data = match r.u8()? {
