@@ -19,7 +19,7 @@ use vimvq_pack::quantize::{
     quantize_resumable, Method, Objective, ProgressEvent, QuantError, QuantOptions, StateFile,
 };
 use vimvq_pack::rng::SplitMix64;
-use vimvq_pack::vq::{default_hull_every, default_ivq, VqConfig};
+use vimvq_pack::vq::VqConfig;
 use vimvq_pack::{import, output};
 use vimvq_rt::context::{ContextError, FramePlan};
 use vimvq_rt::format::{to_bytes, AlignedBytes, PackedModel};
@@ -188,15 +188,7 @@ impl PackArgs {
             usize::try_from(v).map_err(|_| anyhow!("--{what} {v}: too large for this machine"))
         };
         let mut o = match (self.k, self.d) {
-            (Some(k), Some(d)) => {
-                let (k, d) = (usize_of(k, "k")?, usize_of(d, "d")?);
-                let mut o = QuantOptions::default();
-                o.vq.k = k;
-                o.vq.d = d;
-                // RTN at the same nominal width, rounded, at least 1 bit.
-                o.rtn_bits = ((k as f64).log2() / d as f64).round().clamp(1.0, 16.0) as u32;
-                o
-            }
+            (Some(k), Some(d)) => QuantOptions::with_kd(usize_of(k, "k")?, usize_of(d, "d")?),
             _ => QuantOptions::with_bits(self.bits.unwrap_or(2))?,
         };
         o.method = self.method.0;
@@ -206,11 +198,8 @@ impl PackArgs {
         };
         o.batch = usize_of(self.batch, "batch")?;
         o.hull_update = !self.no_hull_update;
-        o.ivq = match (self.ivq, self.no_ivq) {
-            (true, _) => true,
-            (_, true) => false,
-            _ => default_ivq(o.vq.d),
-        };
+        // Either switch overrides the width's default (they conflict with each other).
+        o.ivq = (o.ivq || self.ivq) && !self.no_ivq;
         o.codebook_f16 = self.codebook == CodebookArg::F16;
         o.finetune_steps = usize_of(self.finetune_steps, "finetune-steps")?;
         o.finetune_lr = self.finetune_lr;
@@ -226,10 +215,9 @@ impl PackArgs {
         v.lr_logits = self.lr_logits;
         v.lr_codebook = self.lr_codebook;
         v.lr_bias = self.lr_bias;
-        v.hull_every = match self.hull_every {
-            Some(n) => usize_of(n, "hull-every")?,
-            None => default_hull_every(v.d),
-        };
+        if let Some(n) = self.hull_every {
+            v.hull_every = usize_of(n, "hull-every")?;
+        }
         v.kmeans_iters = usize_of(self.kmeans_iters, "kmeans-iters")?;
         o.validate().map_err(|e| anyhow!("{e}"))?;
         Ok(o)
@@ -457,6 +445,18 @@ struct Bars {
     finetune_start: Option<Instant>,
 }
 
+/// A terminal bar over `steps` optimiser steps (a block's, or the fine-tuning stage's).
+fn steps_bar(steps: usize, prefix: String) -> ProgressBar {
+    let b = ProgressBar::new(steps as u64);
+    if let Ok(s) = ProgressStyle::with_template(
+        "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
+    ) {
+        b.set_style(s);
+    }
+    b.set_prefix(prefix);
+    b
+}
+
 /// `s` seconds as `12.3 s`, `4 min 05 s` or `1 h 02 min`.
 fn duration(s: f64) -> String {
     let t = s.max(0.0).round() as u64;
@@ -493,14 +493,7 @@ impl Bars {
                 steps,
             } if self.terminal => {
                 if steps > 0 {
-                    let b = ProgressBar::new(steps as u64);
-                    if let Ok(s) = ProgressStyle::with_template(
-                        "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
-                    ) {
-                        b.set_style(s);
-                    }
-                    b.set_prefix(format!("{unit} ({}/{count})", index + 1));
-                    self.bar = Some(b);
+                    self.bar = Some(steps_bar(steps, format!("{unit} ({}/{count})", index + 1)));
                 } else {
                     let b = self.units.get_or_insert_with(|| {
                         let b = ProgressBar::new(count as u64);
@@ -534,14 +527,7 @@ impl Bars {
                     self.first_kl = loss;
                     self.finetune_start = Some(Instant::now());
                     if self.terminal {
-                        let b = ProgressBar::new(steps as u64);
-                        if let Ok(s) = ProgressStyle::with_template(
-                            "{prefix:>10} {bar:30} {pos}/{len} steps {per_sec} eta {eta} {msg}",
-                        ) {
-                            b.set_style(s);
-                        }
-                        b.set_prefix("fine-tune");
-                        self.bar = Some(b);
+                        self.bar = Some(steps_bar(steps, "fine-tune".into()));
                     }
                 }
                 if let Some(b) = &self.bar {

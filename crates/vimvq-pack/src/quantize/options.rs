@@ -2,7 +2,7 @@
 
 use super::error::QuantError;
 use super::method::Method;
-use crate::vq::{default_ivq, VqConfig};
+use crate::vq::{bits_to_kd, default_ivq, VqConfig};
 
 /// Reconstruction objective (`--objective`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +78,20 @@ impl Default for QuantOptions {
 impl QuantOptions {
     /// Defaults with `(k, d)` and the RTN bit width of a nominal bit width (3, 2 or 1).
     pub fn with_bits(bits: u32) -> Result<Self, QuantError> {
-        let vq = VqConfig::with_bits(bits)
-            .map_err(|_| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
-        Ok(Self {
-            ivq: default_ivq(vq.d),
-            vq,
-            rtn_bits: bits,
+        let (k, d) = bits_to_kd(bits)
+            .ok_or_else(|| QuantError::Options(format!("--bits {bits}: must be 1, 2 or 3")))?;
+        Ok(Self::with_kd(k, d))
+    }
+
+    /// Defaults for `k` codewords of `d` weights: the `d`-dependent ones ([`VqConfig::with_kd`],
+    /// [`default_ivq`]) and RTN at the same nominal width, `log2(k) / d` rounded, at least 1 bit.
+    pub fn with_kd(k: usize, d: usize) -> Self {
+        Self {
+            vq: VqConfig::with_kd(k, d),
+            ivq: default_ivq(d),
+            rtn_bits: ((k as f64).log2() / d as f64).round().clamp(1.0, 16.0) as u32,
             ..Self::default()
-        })
+        }
     }
 
     /// The FCCO settings actually used: `--no-hull-update` sets `hull_every = 0`; `--no-ivq`

@@ -208,12 +208,18 @@ impl VqConfig {
             value: bits.to_string(),
             why: "must be 1, 2 or 3",
         })?;
-        Ok(Self {
+        Ok(Self::with_kd(k, d))
+    }
+
+    /// The default configuration for `k` codewords of `d` weights, with the defaults that depend
+    /// on `d` ([`default_hull_every`]).
+    pub fn with_kd(k: usize, d: usize) -> Self {
+        Self {
             k,
             d,
             hull_every: default_hull_every(d),
             ..Self::default()
-        })
+        }
     }
 
     /// Nominal bits per weight, `log2(k) / d` (codebook excluded).
