@@ -205,6 +205,12 @@ fn check_elementwise(kern: &Kernels, rng: &mut Rng) {
         (kern.silu_f32)(&mut g);
         (scalar().silu_f32)(&mut w);
         close(&g, &w, "silu");
+        // A = −exp(A_log), the scan's state matrix (A_log as trained: about −2 … 3).
+        let a_log = rng.normals(n, 0.5, 2.0);
+        let (mut g, mut w) = (vec![0f32; n], vec![0f32; n]);
+        (kern.neg_exp_f32)(&a_log, &mut g);
+        (scalar().neg_exp_f32)(&a_log, &mut w);
+        close(&g, &w, "neg_exp");
         // RMSNorm and add + RMSNorm.
         let nw = rng.normals(n, 1.0, 0.2);
         let (mut g, mut w) = (vec![0f32; n], vec![0f32; n]);

@@ -33,11 +33,10 @@ use super::scratch::Scratch;
 use super::weights::{DirWeights, LayerWeights};
 use crate::config::VimConfig;
 use crate::kernels::dispatch::{
-    add_rmsnorm_f32, conv1d_silu_f32, linear_f32, rmsnorm_f32, selective_scan_channels_f32,
-    silu_inplace_f32,
+    add_rmsnorm_f32, conv1d_silu_f32, linear_f32, neg_exp_f32, rmsnorm_f32,
+    selective_scan_channels_f32, silu_inplace_f32,
 };
 use crate::kernels::generic::NR;
-use crate::kernels::scalar::neg_exp_f32;
 use crate::kernels::{Direction, MatMut, MatRef};
 use crate::model::Model;
 use crate::scan::{ScanInputs, ScanPlan, ScanWeights};

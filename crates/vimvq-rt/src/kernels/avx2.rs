@@ -17,8 +17,119 @@ use core::ops::Range;
 
 use super::generic::{self, Simd};
 use super::scan::{ScanInputs, ScanPlan, ScanWeights};
-use super::scan_simd;
+use super::scan_simd::{self, Tile};
 use super::{Direction, MatMut, MatRef, VqMatrix};
+
+/// Phase A of the AVX2 scan tile for states `$a`, `$b` (register numbers, also their row
+/// index): `ymm$a`, `ymm$b` ← `2^(δ·A′)` by `scan_simd::exp2_v`'s steps, the two chains
+/// interleaved. In: `ymm8` = δ, `ymm9` = MAGIC, `ymm10` = 1, `ymm11` = P4; temporaries
+/// `ymm12`–`ymm15`.
+#[rustfmt::skip]
+macro_rules! scan_exp_pair {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "vmulps ymm12, ymm8, ymmword ptr [{a2} + 32*", $a, "]\n",
+            "vmulps ymm14, ymm8, ymmword ptr [{a2} + 32*", $b, "]\n",
+            "vaddps ymm13, ymm12, ymm9\n",
+            "vaddps ymm15, ymm14, ymm9\n",
+            "vsubps ymm", $a, ", ymm13, ymm9\n",
+            "vsubps ymm", $b, ", ymm15, ymm9\n",
+            "vsubps ymm12, ymm12, ymm", $a, "\n",
+            "vsubps ymm14, ymm14, ymm", $b, "\n",
+            "vmovaps ymm", $a, ", ymm11\n",
+            "vmovaps ymm", $b, ", ymm11\n",
+            "vfmadd213ps ymm", $a, ", ymm12, ymmword ptr [{kc} + 64]\n",
+            "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 64]\n",
+            "vfmadd213ps ymm", $a, ", ymm12, ymmword ptr [{kc} + 96]\n",
+            "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 96]\n",
+            "vfmadd213ps ymm", $a, ", ymm12, ymmword ptr [{kc} + 128]\n",
+            "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 128]\n",
+            "vfmadd213ps ymm", $a, ", ymm12, ymmword ptr [{kc} + 160]\n",
+            "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 160]\n",
+            "vfmadd213ps ymm", $a, ", ymm12, ymm10\n",
+            "vfmadd213ps ymm", $b, ", ymm14, ymm10\n",
+            "vpslld ymm13, ymm13, 23\n",
+            "vpslld ymm15, ymm15, 23\n",
+            "vpaddd ymm", $a, ", ymm", $a, ", ymm13\n",
+            "vpaddd ymm", $b, ", ymm", $b, ", ymm15\n",
+        )
+    };
+}
+
+/// Phase B of the AVX2 scan tile for state `$k` into partial sum `ymm$y`: `h ← e·h + B·(δu)`
+/// (state row in memory), `y += h·C`. In: `ymm$k` = e, `ymm8` = δ·u; temporaries `ymm13`,
+/// `ymm14`.
+#[rustfmt::skip]
+macro_rules! scan_update {
+    ($k:literal, $y:literal) => {
+        concat!(
+            "vbroadcastss ymm13, dword ptr [{rb} + 4*", $k, "]\n",
+            "vmulps ymm13, ymm13, ymm8\n",
+            "vfmadd132ps ymm", $k, ", ymm13, ymmword ptr [{hs} + 32*", $k, "]\n",
+            "vmovups ymmword ptr [{hs} + 32*", $k, "], ymm", $k, "\n",
+            "vbroadcastss ymm14, dword ptr [{rb} + {nb} + 4*", $k, "]\n",
+            "vfmadd231ps ymm", $y, ", ymm", $k, ", ymm14\n",
+        )
+    };
+}
+
+/// The AVX2 scan tile's loop over the chunk's steps. `$yinit` completes the step's `y` in
+/// `ymm12` (nothing for the first tile, `+ y` for later ones); `$fin` stores it, or the output
+/// computed from it. `δ·u` and `y` sit at fixed offsets `{duo}`, `{yo}` from `δ` (`Chunk`).
+macro_rules! scan_tile8_loop {
+    ($yinit:expr, $fin:expr) => {
+        concat!(
+            "vmovaps ymm9, ymmword ptr [{kc}]\n",
+            "vmovaps ymm11, ymmword ptr [{kc} + 32]\n",
+            "vmovaps ymm10, ymmword ptr [{kc} + 192]\n",
+            "2:\n",
+            "mov {rb}, qword ptr [{bc}]\n",
+            "add {rb}, {bc0}\n",
+            "vmovups ymm8, ymmword ptr [{dt}]\n",
+            scan_exp_pair!("0", "1"),
+            scan_exp_pair!("2", "3"),
+            scan_exp_pair!("4", "5"),
+            scan_exp_pair!("6", "7"),
+            "vmovups ymm8, ymmword ptr [{dt} + {duo}]\n",
+            "vxorps ymm12, ymm12, ymm12\n",
+            "vxorps ymm15, ymm15, ymm15\n",
+            scan_update!("0", "12"),
+            scan_update!("1", "15"),
+            scan_update!("2", "12"),
+            scan_update!("3", "15"),
+            scan_update!("4", "12"),
+            scan_update!("5", "15"),
+            scan_update!("6", "12"),
+            scan_update!("7", "15"),
+            "vaddps ymm12, ymm12, ymm15\n",
+            $yinit,
+            $fin,
+            "add {dt}, 32\n",
+            "add {bc}, 8\n",
+            "dec {cn}\n",
+            "jnz 2b\n",
+        )
+    };
+}
+
+/// `$fin` of [`scan_tile8_loop`] for a tile that writes outputs: `o = (y + D·u)·g` from the
+/// step's `OutRow` at `{orow}` (`u`, `g`, `o` pointers), `$acc` adds the old `o` (or nothing).
+macro_rules! scan_tile8_out {
+    ($acc:expr) => {
+        concat!(
+            "mov {rb}, qword ptr [{orow}]\n",
+            "vmovups ymm13, ymmword ptr [{dsk}]\n",
+            "vfmadd231ps ymm12, ymm13, ymmword ptr [{rb}]\n",
+            "mov {rb}, qword ptr [{orow} + 8]\n",
+            "vmulps ymm12, ymm12, ymmword ptr [{rb}]\n",
+            "mov {rb}, qword ptr [{orow} + 16]\n",
+            $acc,
+            "vmovups ymmword ptr [{rb}], ymm12\n",
+            "add {orow}, 24\n",
+            "/* {yo} */\n",
+        )
+    };
+}
 
 /// The AVX2 + FMA primitive set (8 f32 lanes).
 #[derive(Clone, Copy)]
@@ -84,19 +195,6 @@ impl Simd for Avx2 {
     unsafe fn max(a: __m256, b: __m256) -> __m256 {
         // SAFETY: AVX is enabled by the caller.
         unsafe { _mm256_max_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn round(a: __m256) -> __m256 {
-        // SAFETY: AVX is enabled by the caller.
-        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
-    }
-    #[inline(always)]
-    unsafe fn pow2i(n: __m256) -> __m256 {
-        // SAFETY: AVX2 is enabled by the caller.
-        unsafe {
-            let i = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(i))
-        }
     }
     #[inline(always)]
     unsafe fn add_shl23(p: __m256, t: __m256) -> __m256 {
@@ -165,6 +263,81 @@ impl Simd for Avx2 {
                 }
             }
         }
+    }
+    /// Two phases per step: the 8 exponentials into registers (two chains interleaved, so that
+    /// out-of-order execution overlaps their latency), then the 8 state updates with the state
+    /// rows in L1. Scheduled by hand: LLVM's version of the generic tile spills the state tile
+    /// and keeps broadcasts on the stack, and its state-by-state order leaves each step's
+    /// 40-cycle `exp` chains to out-of-order execution, whose window they overflow
+    /// (docs/RESULTS.md "Scan and conv1d").
+    #[inline(always)]
+    unsafe fn scan_tile8(t: &Tile) -> bool {
+        debug_assert!(t.cn >= 1 && t.bc0 + 8 <= t.n);
+        debug_assert!(core::ptr::eq(t.du, t.dt.wrapping_add(DU_OFF / 4)));
+        debug_assert!(core::ptr::eq(t.y, t.dt.wrapping_add(Y_OFF / 4)));
+        const DU_OFF: usize = 16 * scan_simd::CHUNK * 4;
+        const Y_OFF: usize = 2 * DU_OFF;
+        macro_rules! run {
+            ($yinit:expr, $fin:expr $(, $name:ident = $val:expr)*) => {
+                core::arch::asm!(
+                    scan_tile8_loop!($yinit, $fin),
+                    a2 = in(reg) t.a2,
+                    hs = in(reg) t.hs,
+                    kc = in(reg) t.kc,
+                    bc0 = in(reg) t.bc0 * 4,
+                    nb = in(reg) t.n * 4,
+                    dt = inout(reg) t.dt => _,
+                    bc = inout(reg) t.bc => _,
+                    cn = inout(reg) t.cn => _,
+                    rb = out(reg) _,
+                    duo = const DU_OFF,
+                    yo = const Y_OFF,
+                    $($name = in(reg) $val,)*
+                    out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                    out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+                    options(nostack),
+                )
+            };
+        }
+        macro_rules! acc {
+            () => {
+                "vaddps ymm12, ymm12, ymmword ptr [{rb}]\n"
+            };
+        }
+        macro_rules! add_y {
+            () => {
+                "vaddps ymm12, ymm12, ymmword ptr [{dt} + {yo}]\n"
+            };
+        }
+        macro_rules! store_y {
+            () => {
+                "vmovups ymmword ptr [{dt} + {yo}], ymm12\n"
+            };
+        }
+        // SAFETY: AVX2 and FMA are enabled by the caller. The loop reads 8 rows of `a2` and
+        // reads/writes 8 rows of `hs` (8 floats each), `cn ≥ 1` steps of `dt`, `du`, `y` (8
+        // floats each, `du`/`y` at their `Chunk` offsets from `dt`) and of `bc`, whose row
+        // pointers are valid for 2N floats with bc0 + 8 ≤ N, and with `out`, `cn` `OutRow`s of
+        // 8-float rows and 8 floats of `D` (the `Tile` contract); `kc` points at the 7
+        // 32-byte-aligned vectors of `Consts`. No stack use; flags are clobbered (default).
+        unsafe {
+            match (t.first, t.out) {
+                (true, None) => run!("", store_y!()),
+                (false, None) => run!(add_y!(), store_y!()),
+                (first, Some(o)) => {
+                    let (r, d) = (o.rows, o.d_skip);
+                    match (first, o.accumulate) {
+                        (true, false) => run!("", scan_tile8_out!(""), orow = r, dsk = d),
+                        (false, false) => run!(add_y!(), scan_tile8_out!(""), orow = r, dsk = d),
+                        (true, true) => run!("", scan_tile8_out!(acc!()), orow = r, dsk = d),
+                        (false, true) => run!(add_y!(), scan_tile8_out!(acc!()), orow = r, dsk = d),
+                    }
+                }
+            }
+        }
+        true
     }
     #[inline(always)]
     unsafe fn gather_sum_u8(lut: &[f32], idx: &[u8], k: usize) -> f32 {
@@ -454,6 +627,16 @@ pub unsafe fn avx2_rmsnorm_f32(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) 
     unsafe { generic::rmsnorm::<Avx2>(x, w, eps, out) }
 }
 
+/// `out = −exp(a_log)` elementwise.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn avx2_neg_exp_f32(a_log: &[f32], out: &mut [f32]) {
+    // SAFETY: features enabled by this function's attribute.
+    unsafe { generic::neg_exp::<Avx2>(a_log, out) }
+}
+
 /// Fused residual add + RMSNorm of one row.
 ///
 /// # Safety
@@ -500,6 +683,38 @@ mod tests {
             let e = unsafe { exp2_max_rel() };
             eprintln!("avx2 scan exp2 max rel error {e:.2e}");
             assert!(e <= 2e-7, "{e}");
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp_max_rel() -> f64 {
+        // SAFETY: features enabled by this function's attribute.
+        unsafe { super::generic::exp_max_rel::<Avx2>() }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile8_matches_generic() -> (bool, bool) {
+        // SAFETY: features enabled by this function's attribute.
+        unsafe { scan_simd::tile8_matches_generic::<Avx2>() }
+    }
+
+    #[test]
+    fn exp_is_accurate() {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA detected.
+            let e = unsafe { exp_max_rel() };
+            eprintln!("avx2 exp max rel error {e:.2e}");
+            assert!(e <= 3e-7, "{e}");
+        }
+    }
+
+    #[test]
+    fn scan_tile_kernel_is_the_generic_tile() {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA detected.
+            let (has, same) = unsafe { tile8_matches_generic() };
+            assert!(has, "the AVX2 level has a scan tile kernel");
+            assert!(same, "asm tile and generic tile differ");
         }
     }
 

@@ -93,6 +93,8 @@ pub type RmsNormFn = fn(&[f32], &[f32], f32, &mut [f32]);
 pub type AddRmsNormFn = fn(&mut [f32], &mut [f32], &[f32], f32);
 /// SiLU in place.
 pub type SiluFn = fn(&mut [f32]);
+/// `out = −exp(a_log)` elementwise.
+pub type NegExpFn = fn(&[f32], &mut [f32]);
 
 /// One level's kernels. Every entry of every level computes the scalar entry's function within
 /// the tolerance documented on the level's module (`kernels/avx2.rs`, `kernels/neon.rs`).
@@ -120,6 +122,8 @@ pub struct Kernels {
     pub add_rmsnorm_f32: AddRmsNormFn,
     /// SiLU in place.
     pub silu_f32: SiluFn,
+    /// `A = −exp(A_log)`.
+    pub neg_exp_f32: NegExpFn,
 }
 
 /// Scratch values every level's GEMM / VQ GEMM needs for `k` input features (a 16-row
@@ -179,6 +183,7 @@ static SCALAR: Kernels = Kernels {
     rmsnorm_f32: scalar::rmsnorm_f32,
     add_rmsnorm_f32: scalar::add_rmsnorm_f32,
     silu_f32: scalar::silu_inplace_f32,
+    neg_exp_f32: scalar::neg_exp_f32,
 };
 
 // ---- x86-64 AVX2 + FMA ----
@@ -251,6 +256,10 @@ mod x86 {
         // SAFETY: see above.
         unsafe { avx2_silu_f32(x) }
     }
+    fn neg_exp(a: &[f32], o: &mut [f32]) {
+        // SAFETY: see above.
+        unsafe { avx2_neg_exp_f32(a, o) }
+    }
 
     pub(super) static AVX2: Kernels = Kernels {
         level: Level::Avx2,
@@ -264,6 +273,7 @@ mod x86 {
         rmsnorm_f32: rms,
         add_rmsnorm_f32: add_rms,
         silu_f32: silu,
+        neg_exp_f32: neg_exp,
     };
 
     /// AVX2 + FMA usable: CPUID bits and OS support for the YMM state (XGETBV). Done with
@@ -318,6 +328,7 @@ mod arm {
         rmsnorm_f32: neon_rmsnorm_f32,
         add_rmsnorm_f32: neon_add_rmsnorm_f32,
         silu_f32: neon_silu_f32,
+        neg_exp_f32: neon_neg_exp_f32,
     };
 }
 
@@ -483,6 +494,12 @@ pub fn add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32], eps:
 #[inline]
 pub fn silu_inplace_f32(xs: &mut [f32]) {
     (kernels().silu_f32)(xs)
+}
+
+/// [`scalar::neg_exp_f32`] through the active table.
+#[inline]
+pub fn neg_exp_f32(a_log: &[f32], out: &mut [f32]) {
+    (kernels().neg_exp_f32)(a_log, out)
 }
 
 /// [`scalar::conv1d_silu_f32`] through the active table.

@@ -8,8 +8,8 @@
 //! entry points of each ISA module; in short:
 //! * GEMM/GEMV (dense and VQ): each output differs from the oracle's by at most
 //!   `1e-6 · Σ_c |a_c·w_c|` (FMA and a different summation order; f32 accumulation).
-//! * [`exp_v`]: max relative error 3e-7 vs `libm::expf` for `x ∈ [−87.3, 88.3]`; below −87.3 it
-//!   returns `exp(−87.3) ≈ 1.2e-38` instead of a subnormal (absolute error < 1.2e-38).
+//! * [`exp_k`]: max relative error 3e-7 vs `libm::expf` for `|x| ≤ 86.5`; below −86.5 it
+//!   returns `exp(−86.5) ≈ 2.8e-38` instead of a smaller value (absolute error < 3e-38).
 //! * [`softplus_v`] / [`silu_v`]: max relative error 1e-6 vs the oracle's libm formulas.
 //! * scan: in `kernels/scan_simd.rs` (2e-5 of the output scale).
 
@@ -21,6 +21,7 @@
 
 use core::ops::Range;
 
+use super::scan_simd::Tile;
 use super::{f16_to_f32, Codebook, Direction, IndexLayout, Indices, MatMut, MatRef, VqMatrix};
 
 /// Rows of `W` per packed panel (`NRV · LANES` on every ISA).
@@ -55,10 +56,6 @@ pub(crate) trait Simd: Copy {
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-    /// Round to nearest, ties to even.
-    unsafe fn round(a: Self::V) -> Self::V;
-    /// `2ⁿ` for integral `n ∈ [−126, 127]` (given as f32).
-    unsafe fn pow2i(n: Self::V) -> Self::V;
     /// The bits of `p` plus the bits of `t` shifted left by 23 (integer add): `p·2ᵏ` when the
     /// low mantissa bits of `t` hold `k` (`t = 1.5·2²³ + k`) and the result stays normal.
     unsafe fn add_shl23(p: Self::V, t: Self::V) -> Self::V;
@@ -81,6 +78,14 @@ pub(crate) trait Simd: Copy {
     #[inline(always)]
     unsafe fn gather_sum_u8(lut: &[f32], idx: &[u8], k: usize) -> f32 {
         gather_sum_scalar(lut, idx, k)
+    }
+    /// Runs an 8-state scan tile without the argument clamp (`scan_simd::tile::<Self, 8,
+    /// false>`'s contract, same results bit for bit) if this ISA has a dedicated kernel for it;
+    /// returns `false` otherwise, and the generic tile runs.
+    #[inline(always)]
+    unsafe fn scan_tile8(t: &Tile) -> bool {
+        let _ = t;
+        false
     }
     /// [`Simd::gather_sum_u8`] with 16-bit indices.
     #[inline(always)]
@@ -131,50 +136,88 @@ pub(crate) fn gather_sum_scalar<I: Copy + Into<u32>>(lut: &[f32], idx: &[I], k: 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Transcendentals (Cephes single-precision polynomials).
+// Transcendentals: `2ˣ` by an integer exponent and a polynomial on `[−½, ½]`.
 
-const EXP_HI: f32 = 88.376_26;
-const EXP_LO: f32 = -87.336_54;
-/// Cody-Waite split of ln 2: `x − fx·ln2 = (x + fx·EXP_C1) + fx·EXP_C2`.
-const EXP_C1: f32 = -0.693_359_4;
-const EXP_C2: f32 = 2.121_944_4e-4;
-/// Polynomial for `(exp(r) − 1 − r) / r²` on `|r| ≤ ln2/2`, highest degree first.
-const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
+/// `1.5·2²³`: `x + MAGIC` rounds `x` (|x| < 2²²) to an integer `k` and leaves `k` in the low
+/// mantissa bits, so that the bits shifted left by 23 are `k` in the exponent field.
+pub(crate) const MAGIC: f32 = 12_582_912.0;
+/// `2^f ≈ 1 + f·(P0 + f·(P1 + f·(P2 + f·(P3 + f·P4))))` on `[−½, ½]`: minimax relative fit with
+/// `p(0) = 1` fixed (the scan's long-memory channels evaluate near 0), max relative error
+/// 1.7e-7 in f32.
+#[allow(clippy::approx_constant)] // P0 is fitted, 3 ulps from ln 2.
+pub(crate) const EXP2_P: [f32; 5] = [
+    0.693_147,
+    0.240_222_42,
+    0.055_507_336,
+    0.009_671_513,
+    0.001_326_472_7,
 ];
+/// `log₂e − f32(log₂e)`.
+pub(crate) const LOG2_E_LO: f32 = 1.925_963e-8;
+/// [`exp_k`] clamps its argument to `±EXP_MAX` (`|x·log₂e| ≤ 124.8`, so `2ᵏ·p` stays normal).
+const EXP_MAX: f32 = 86.5;
 
-/// Vector `exp`; see the module doc for the contract.
+/// `exp(x)` of `K` vectors for `|x| ≤ 86.5` as `2^(x·log₂e)`: `k = round(x·log₂e)` by an FMA
+/// with `MAGIC`, the reduced argument `x·log₂e − k` by FMAs (exact product, `log₂e`'s f32 tail included),
+/// [`EXP2_P`], and `k` added to the exponent bits. Max relative error 3e-7 against
+/// `libm::expf`; outside `±86.5` the argument is clamped (`exp(−86.5) ≈ 2.8e-38` for smaller
+/// arguments: absolute error < 3e-38).
+///
+/// Each step is applied to all `K` vectors before the next (`K` independent chains in program
+/// order, so that their latency overlaps).
 #[inline(always)]
-pub(crate) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
-    // SAFETY (whole fn): only arithmetic primitives; the caller guarantees the ISA.
+pub(crate) unsafe fn exp_k<S: Simd, const K: usize>(x: [S::V; K]) -> [S::V; K] {
+    // SAFETY (whole fn): arithmetic primitives only; the caller guarantees the ISA.
     unsafe {
-        let x = S::min(S::max(x, S::splat(EXP_LO)), S::splat(EXP_HI));
-        let fx = S::round(S::mul(x, S::splat(core::f32::consts::LOG2_E)));
-        // Cody-Waite: x − fx·ln2 in two parts.
-        let r = S::fma(fx, S::splat(EXP_C2), S::fma(fx, S::splat(EXP_C1), x));
-        let mut p = S::splat(EXP_P[0]);
-        for c in &EXP_P[1..] {
-            p = S::fma(p, r, S::splat(*c));
+        let l2e = S::splat(core::f32::consts::LOG2_E);
+        let x = each::<S, K>(|i| S::min(S::max(x[i], S::splat(-EXP_MAX)), S::splat(EXP_MAX)));
+        let t = each::<S, K>(|i| S::fma(x[i], l2e, S::splat(MAGIC)));
+        let k = each::<S, K>(|i| S::sub(t[i], S::splat(MAGIC)));
+        let f = each::<S, K>(|i| S::fma(x[i], l2e, S::sub(S::zero(), k[i])));
+        let f = each::<S, K>(|i| S::fma(x[i], S::splat(LOG2_E_LO), f[i]));
+        let mut p = each::<S, K>(|i| S::fma(f[i], S::splat(EXP2_P[4]), S::splat(EXP2_P[3])));
+        for c in EXP2_P[..3].iter().rev() {
+            p = each::<S, K>(|i| S::fma(f[i], p[i], S::splat(*c)));
         }
-        let y = S::add(S::fma(p, S::mul(r, r), r), S::splat(1.0));
-        // fx ∈ [−126, 128) after the clamp; split 2^fx so that 2^128 never forms.
-        let half = S::round(S::mul(fx, S::splat(0.5)));
-        S::mul(S::mul(y, S::pow2i(half)), S::pow2i(S::sub(fx, half)))
+        let p = each::<S, K>(|i| S::fma(f[i], p[i], S::splat(1.0)));
+        each::<S, K>(|i| S::add_shl23(p[i], t[i]))
     }
+}
+
+/// `[f(0), …, f(K − 1)]`: one step of a `*_k` function over its `K` chains.
+#[inline(always)]
+pub(crate) fn each<S: Simd, const K: usize>(f: impl Fn(usize) -> S::V) -> [S::V; K] {
+    core::array::from_fn(f)
 }
 
 /// SiLU, `x / (1 + exp(−x))`.
 #[inline(always)]
 pub(crate) unsafe fn silu_v<S: Simd>(x: S::V) -> S::V {
-    // SAFETY (whole fn): arithmetic primitives only.
+    // SAFETY: see `silu_k`.
+    unsafe { silu_k::<S, 1>([x])[0] }
+}
+
+/// [`silu_v`] of `K` vectors, interleaved as in [`exp_k`].
+#[inline(always)]
+pub(crate) unsafe fn silu_k<S: Simd, const K: usize>(x: [S::V; K]) -> [S::V; K] {
+    // SAFETY (whole fn): arithmetic primitives only; the caller guarantees the ISA.
     unsafe {
-        let e = exp_v::<S>(S::sub(S::zero(), x));
-        S::div(x, S::add(S::splat(1.0), e))
+        let e = exp_k::<S, K>(each::<S, K>(|i| S::sub(S::zero(), x[i])));
+        each::<S, K>(|i| S::div(x[i], S::add(S::splat(1.0), e[i])))
+    }
+}
+
+/// `out = −exp(a_log)` ([`exp_k`]'s accuracy); the tail goes through a zero-padded vector.
+#[inline(always)]
+pub(crate) unsafe fn neg_exp<S: Simd>(a_log: &[f32], out: &mut [f32]) {
+    assert_eq!(a_log.len(), out.len());
+    let l = S::LANES;
+    for (a, o) in a_log.chunks(l).zip(out.chunks_mut(l)) {
+        // SAFETY: `load_part`/`store_part` take ≤ LANES values; the caller guarantees the ISA.
+        unsafe {
+            let e = exp_k::<S, 1>([load_part::<S>(a)])[0];
+            store_part::<S>(S::sub(S::zero(), e), o);
+        }
     }
 }
 
@@ -185,6 +228,16 @@ pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
     let n = xs.len() / l * l;
     let p = xs.as_mut_ptr();
     let mut i = 0;
+    while i + 4 * l <= n {
+        // SAFETY: i + 4·LANES ≤ n ≤ xs.len().
+        unsafe {
+            let y = silu_k::<S, 4>(each::<S, 4>(|b| S::load(p.add(i + b * l))));
+            for (b, y) in y.into_iter().enumerate() {
+                S::store(p.add(i + b * l), y);
+            }
+        }
+        i += 4 * l;
+    }
     while i < n {
         // SAFETY: i + LANES ≤ n ≤ xs.len().
         unsafe { S::store(p.add(i), silu_v::<S>(S::load(p.add(i)))) };
@@ -875,20 +928,42 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
                     nt += 1;
                 }
             }
-            let o = out.row_mut(t);
-            let mut e0 = c0;
-            // SAFETY (block): e0 + LANES ≤ c1 ≤ e, so loads of the rows of `x` (e values), of
-            // `bias` (e values), of `wt` (CHUNK values per tap, at e0 − c0 + LANES ≤ CHUNK) and
-            // the store into `o` (e values) stay in bounds; the caller guarantees the ISA.
-            unsafe {
-                while e0 < c1 {
-                    let mut acc = S::load(bias.as_ptr().add(e0));
-                    for i in 0..nt {
-                        let xv = S::load(x.row(src[i]).as_ptr().add(e0));
-                        let wv = S::load(wt[tap[i]].as_ptr().add(e0 - c0));
-                        acc = S::add(acc, S::mul(wv, xv));
+            let xr: [*const f32; 8] = core::array::from_fn(|i| match i < nt {
+                true => x.row(src[i]).as_ptr(),
+                false => core::ptr::null(),
+            });
+            let o = out.row_mut(t).as_mut_ptr();
+            // Blocks of `b` vectors: acc = bias + Σ taps (the oracle's order), then SiLU.
+            // SAFETY: e0 + b·LANES ≤ c1 ≤ e, so loads of the rows of `x` (e values), of `bias`
+            // (e values), of `wt` (CHUNK values per tap, at e0 − c0 + b·LANES ≤ CHUNK) and the
+            // stores into `o` (e values) stay in bounds; the caller guarantees the ISA.
+            let block = |e0: usize, acc: &mut [S::V]| unsafe {
+                for (b, a) in acc.iter_mut().enumerate() {
+                    *a = S::load(bias.as_ptr().add(e0 + b * lanes));
+                }
+                for i in 0..nt {
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        let xv = S::load(xr[i].add(e0 + b * lanes));
+                        let wv = S::load(wt[tap[i]].as_ptr().add(e0 - c0 + b * lanes));
+                        *a = S::add(*a, S::mul(wv, xv));
                     }
-                    S::store(o.as_mut_ptr().add(e0), silu_v::<S>(acc));
+                }
+            };
+            let mut e0 = c0;
+            // SAFETY (block): as for `block`; the caller guarantees the ISA.
+            unsafe {
+                while e0 + 4 * lanes <= c1 {
+                    let mut acc = [S::zero(); 4];
+                    block(e0, &mut acc);
+                    for (b, y) in silu_k::<S, 4>(acc).into_iter().enumerate() {
+                        S::store(o.add(e0 + b * lanes), y);
+                    }
+                    e0 += 4 * lanes;
+                }
+                while e0 < c1 {
+                    let mut acc = [S::zero(); 1];
+                    block(e0, &mut acc);
+                    S::store(o.add(e0), silu_v::<S>(acc[0]));
                     e0 += lanes;
                 }
             }
@@ -943,4 +1018,20 @@ pub(crate) unsafe fn store_part<S: Simd>(v: S::V, dst: &mut [f32]) {
     unsafe { S::store(t.as_mut_ptr(), v) };
     let m = dst.len();
     dst.copy_from_slice(&t[..m]);
+}
+
+#[cfg(test)]
+/// Max relative error of [`exp_k`] over `x ∈ [−86.5, 86.5]` against f64, on level `S`.
+pub(crate) unsafe fn exp_max_rel<S: Simd>() -> f64 {
+    let mut worst = 0f64;
+    let n = 1_000_003;
+    let mut buf = [0f32; 16];
+    for i in 0..n {
+        let x = -EXP_MAX + 2.0 * EXP_MAX * (i as f32 / (n - 1) as f32);
+        // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
+        unsafe { S::store(buf.as_mut_ptr(), exp_k::<S, 1>([S::splat(x)])[0]) };
+        let want = (x as f64).exp();
+        worst = worst.max((buf[0] as f64 - want).abs() / want);
+    }
+    worst
 }

@@ -14,7 +14,6 @@ pub mod dispatch;
 pub(crate) mod generic;
 pub mod scan;
 // The scan's vector body, generic over the SIMD primitives (instantiated in avx2.rs/neon.rs).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod scan_simd;
 
 #[cfg(target_arch = "x86_64")]

@@ -81,19 +81,6 @@ impl Simd for Neon {
         unsafe { vmaxq_f32(a, b) }
     }
     #[inline(always)]
-    unsafe fn round(a: float32x4_t) -> float32x4_t {
-        // SAFETY: NEON is baseline on aarch64.
-        unsafe { vrndnq_f32(a) }
-    }
-    #[inline(always)]
-    unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
-        // SAFETY: NEON is baseline on aarch64.
-        unsafe {
-            let i = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
-            vreinterpretq_f32_s32(vshlq_n_s32::<23>(i))
-        }
-    }
-    #[inline(always)]
     unsafe fn add_shl23(p: float32x4_t, t: float32x4_t) -> float32x4_t {
         // SAFETY: NEON is baseline on aarch64.
         unsafe {
@@ -256,6 +243,12 @@ pub fn neon_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32],
     unsafe { generic::add_rmsnorm::<Neon>(residual, hidden, w, eps) }
 }
 
+/// `out = −exp(a_log)` elementwise.
+pub fn neon_neg_exp_f32(a_log: &[f32], out: &mut [f32]) {
+    // SAFETY: see above.
+    unsafe { generic::neg_exp::<Neon>(a_log, out) }
+}
+
 /// SiLU in place.
 pub fn neon_silu_f32(xs: &mut [f32]) {
     // SAFETY: see above.
@@ -275,6 +268,14 @@ mod tests {
         let e = unsafe { scan_simd::exp2_max_rel::<Neon>() };
         eprintln!("neon scan exp2 max rel error {e:.2e}");
         assert!(e <= 2e-7, "{e}");
+    }
+
+    #[test]
+    fn exp_is_accurate() {
+        // SAFETY: NEON is baseline on aarch64.
+        let e = unsafe { super::generic::exp_max_rel::<Neon>() };
+        eprintln!("neon exp max rel error {e:.2e}");
+        assert!(e <= 3e-7, "{e}");
     }
 
     #[test]

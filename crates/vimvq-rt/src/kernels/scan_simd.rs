@@ -3,11 +3,16 @@
 //! `#[inline(always)]` so that it is compiled with those features).
 //!
 //! Layout: a block of `LANES` channels runs the whole sequence in chunks of [`CHUNK`] tokens.
-//! Per chunk, a pre-pass writes `δ = softplus(Δ + bias)` and `δ·u` as `[CHUNK][LANES]` and the
-//! largest `δ`; then the states run in tiles of [`Simd::SCAN_TILE`] (8 on AVX2, 16 on NEON) with
-//! the tile's `h` in registers and `A′ = A·log₂e`, `B_t`, `C_t` read as memory operands; each tile
-//! adds its part of `y = Σₙ hₙ·Cₙ` into a `[CHUNK][LANES]` buffer; the D skip, gate and
-//! accumulator store follow per emitted token.
+//! Per chunk, the row starts of every step are looked up once for the [`GROUP`] blocks run
+//! together; per block a pre-pass writes `δ = softplus(Δ + bias)` (four steps' chains
+//! interleaved) and `δ·u` as `[CHUNK][LANES]` and the largest `δ`; then the states run in tiles
+//! of [`Simd::SCAN_TILE`] (8 on AVX2, 16 on NEON) with the tile's `h` in registers and
+//! `A′ = A·log₂e`, `B_t`, `C_t` read as memory operands. The first tile stores its part of
+//! `y = Σₙ hₙ·Cₙ` into a `[CHUNK][LANES]` buffer, later ones add theirs, and the last one also
+//! does the output step (`(y + D·u)·gate`, stored or added to the accumulator) when the block is
+//! full and the chunk's steps are all emitted; otherwise a loop after the tiles does it.
+//! An ISA may run 8-state tiles with a kernel of its own ([`Simd::scan_tile8`]: AVX2's
+//! hand-scheduled two-phase loop in `kernels/avx2.rs`) that must give the generic tile's bits.
 //!
 //! `exp(δ·A) = 2^(δ·A′)` ([`exp2_v`]): `k = round(x)` by adding `1.5·2²³`, `f = x − k ∈ [−½, ½]`,
 //! a degree-5 polynomial with `p(0) = 1` exactly, and `2ᵏ` applied by adding `k` to the float's
@@ -24,9 +29,15 @@
 //! Below `2⁻¹²⁵` (clamped chunks) the result is `≈ 2⁻¹²⁵·p` instead of a smaller value or 0:
 //! absolute error < 3e-38.
 
+// Only instantiated on targets with a SIMD level (x86-64, aarch64).
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+
 use core::ops::Range;
 
-use crate::kernels::generic::{load_part, store_part, Simd};
+use crate::kernels::generic::{each, load_part, store_part, Simd, EXP2_P, LOG2_E_LO, MAGIC};
 use crate::kernels::scalar::selective_scan_channels_f32;
 use crate::kernels::scan::{check, ScanInputs, ScanPlan, ScanWeights};
 use crate::kernels::{Direction, MatMut};
@@ -34,26 +45,12 @@ use crate::kernels::{Direction, MatMut};
 /// Largest `N` kept on the stack; larger states use the oracle.
 const MAX_N: usize = 64;
 /// Tokens per chunk of the `δ`, `δ·u` and `y` buffers.
-const CHUNK: usize = 64;
+pub(crate) const CHUNK: usize = 64;
 /// Channel blocks run together chunk by chunk: a block reads half of each 64-byte line of the
 /// `L × E` inputs on AVX2, its neighbour the other half while the line is still in L1.
 const GROUP: usize = 2;
 /// Largest `|δ·A′|` for which `2ᵏ·p` is normal and finite without a clamp.
 const ARG_MAX: f32 = 125.0;
-/// `1.5·2²³`: `x + MAGIC` rounds `x` (|x| < 2²²) to an integer `k` and leaves `k` in the low
-/// mantissa bits, so that the bits shifted left by 23 are `k` in the exponent field.
-const MAGIC: f32 = 12_582_912.0;
-/// `2^f ≈ 1 + f·(P0 + f·(P1 + f·(P2 + f·(P3 + f·P4))))` on `[−½, ½]`: minimax relative fit with
-/// `p(0) = 1` fixed (the long-memory channels evaluate near 0), max relative error 1.7e-7 in f32.
-#[allow(clippy::approx_constant)] // P0 is fitted, 3 ulps from ln 2.
-const P: [f32; 5] = [
-    0.693_147,
-    0.240_222_42,
-    0.055_507_336,
-    0.009_671_513,
-    0.001_326_472_7,
-];
-
 /// [`exp2_v`]'s constants as vectors: `MAGIC`, `P4 … P0`, `1`.
 type Consts<S> = [<S as Simd>::V; 7];
 
@@ -63,11 +60,11 @@ unsafe fn consts<S: Simd>() -> Consts<S> {
     unsafe {
         [
             S::splat(MAGIC),
-            S::splat(P[4]),
-            S::splat(P[3]),
-            S::splat(P[2]),
-            S::splat(P[1]),
-            S::splat(P[0]),
+            S::splat(EXP2_P[4]),
+            S::splat(EXP2_P[3]),
+            S::splat(EXP2_P[2]),
+            S::splat(EXP2_P[1]),
+            S::splat(EXP2_P[0]),
             S::splat(1.0),
         ]
     }
@@ -104,34 +101,45 @@ const Q: [f32; 9] = [
     0.005_232_695,
 ];
 
-/// `log₂e − f32(log₂e)`.
-const LOG2_E_LO: f32 = 1.925_963e-8;
-
 /// `softplus(x) = max(x, 0) + log1p(exp(−|x|))`, with `exp(−|x|)` by [`exp2_v`] (argument
 /// clamped at `−125`) and `log1p` by [`Q`]: max relative error 5e-7 against f64 for
 /// `x ≥ −80` (unit test `scan_softplus_is_accurate`); `x > 20` gives `x` as the oracle's
-/// threshold rule does (the correction is below half an ulp).
+/// threshold rule does (the correction is below half an ulp). Computed for `K` vectors, each
+/// step applied to all of them before the next (independent chains in program order, so that
+/// their latency overlaps).
 #[inline(always)]
-pub(crate) unsafe fn softplus_v<S: Simd>(x: S::V, k: *const S::V) -> S::V {
-    // SAFETY (whole fn): arithmetic primitives only; see `exp2_v`.
+unsafe fn softplus_k<S: Simd, const K: usize>(x: [S::V; K], k: *const S::V) -> [S::V; K] {
+    // SAFETY (whole fn): arithmetic primitives only; `k` points at 7 vectors (caller); the
+    // caller guarantees the ISA.
     unsafe {
-        let ax = S::max(x, S::sub(S::zero(), x));
+        let ax = each::<S, K>(|i| S::max(x[i], S::sub(S::zero(), x[i])));
         // −|x|·log₂e = hi + lo: `lo` is the rounding error of the product (exact by FMA) plus
         // the part of log₂e below f32; 2^lo = 1 + lo·ln 2 (|lo| < 1e-5).
         let nl = S::splat(-core::f32::consts::LOG2_E);
-        let hi = S::mul(ax, nl);
-        let lo = S::fma(
-            ax,
-            S::splat(-LOG2_E_LO),
-            S::fma(ax, nl, S::sub(S::zero(), hi)),
-        );
-        let z = exp2_v::<S>(S::max(hi, S::splat(-ARG_MAX)), k);
-        let z = S::fma(z, S::mul(lo, S::splat(core::f32::consts::LN_2)), z);
-        let mut q = S::splat(Q[8]);
-        for c in Q[..8].iter().rev() {
-            q = S::fma(q, z, S::splat(*c));
+        let hi = each::<S, K>(|i| S::mul(ax[i], nl));
+        let lo = each::<S, K>(|i| {
+            S::fma(
+                ax[i],
+                S::splat(-LOG2_E_LO),
+                S::fma(ax[i], nl, S::sub(S::zero(), hi[i])),
+            )
+        });
+        // 2^hi by `exp2_v`'s steps.
+        let h = each::<S, K>(|i| S::max(hi[i], S::splat(-ARG_MAX)));
+        let t = each::<S, K>(|i| S::add(h[i], *k));
+        let f = each::<S, K>(|i| S::sub(h[i], S::sub(t[i], *k)));
+        let mut p = each::<S, K>(|i| S::fma(f[i], *k.add(1), *k.add(2)));
+        for c in 3..7 {
+            p = each::<S, K>(|i| S::fma(f[i], p[i], *k.add(c)));
         }
-        S::fma(z, q, S::max(x, S::zero()))
+        let z = each::<S, K>(|i| S::add_shl23(p[i], t[i]));
+        let z =
+            each::<S, K>(|i| S::fma(z[i], S::mul(lo[i], S::splat(core::f32::consts::LN_2)), z[i]));
+        let mut q = [S::splat(Q[8]); K];
+        for c in Q[..8].iter().rev() {
+            q = each::<S, K>(|i| S::fma(q[i], z[i], S::splat(*c)));
+        }
+        each::<S, K>(|i| S::fma(z[i], q[i], S::max(x[i], S::zero())))
     }
 }
 
@@ -144,6 +152,8 @@ fn reload_barrier() {
 }
 
 /// Per-chunk buffers of one channel block, `[CHUNK][LANES]` each (`LANES ≤ 16`).
+#[derive(Clone)]
+#[repr(C)]
 struct Chunk {
     /// `δ` per step.
     dt: [f32; 16 * CHUNK],
@@ -153,33 +163,100 @@ struct Chunk {
     y: [f32; 16 * CHUNK],
     /// `B_t | C_t` of each step (`2N` values of the `x_dbl` row).
     bc: [*const f32; CHUNK],
+    /// Where each step's output comes from and goes (when the last tile writes it).
+    out: [OutRow; CHUNK],
+    /// Position and row starts (column 0) of each step; the accumulator row only where emitted.
+    rows: [Rows; CHUNK],
 }
 
-/// States `0 .. TS` of `a2`/`hs` (each `TS × LANES`, the tile's rows) over the chunk's first `cn`
-/// steps; `bc0` is the tile's first state index into every `B_t | C_t` row.
+/// A step's position and the starts of its rows of `Δ`, `u`, the gate and the accumulator.
+#[derive(Clone, Copy)]
+struct Rows {
+    t: usize,
+    delta: *const f32,
+    u: *const f32,
+    g: *const f32,
+    o: *mut f32,
+}
+
+impl Rows {
+    const NULL: Rows = Rows {
+        t: 0,
+        delta: core::ptr::null(),
+        u: core::ptr::null(),
+        g: core::ptr::null(),
+        o: core::ptr::null_mut(),
+    };
+}
+
+/// The block's `u`, gate and output row of one step.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct OutRow {
+    pub u: *const f32,
+    pub g: *const f32,
+    pub o: *mut f32,
+}
+
+/// The output step a tile does instead of leaving `y`: `o = (y + D·u)·g`, stored or added to
+/// the accumulator row.
+#[derive(Clone, Copy)]
+pub(crate) struct TileOut {
+    /// One row per step.
+    pub rows: *const OutRow,
+    /// `D` of the block's channels.
+    pub d_skip: *const f32,
+    /// Add to the output (`true`) or store it.
+    pub accumulate: bool,
+}
+
+/// One register tile of states over the first `cn` steps of a chunk.
+pub(crate) struct Tile {
+    /// `A′` rows of the tile's states, `[TS][LANES]`.
+    pub a2: *const f32,
+    /// State rows of the tile, `[TS][LANES]`, read and written back.
+    pub hs: *mut f32,
+    /// `δ`, `δ·u` and `y` of the chunk, `[CHUNK][LANES]` each.
+    pub dt: *const f32,
+    pub du: *const f32,
+    pub y: *mut f32,
+    /// `B_t | C_t` row of each step.
+    pub bc: *const *const f32,
+    /// Index of the tile's first state in those rows.
+    pub bc0: usize,
+    /// `N`: `C_t` starts `N` values after `B_t`.
+    pub n: usize,
+    /// Steps to run (≥ 1).
+    pub cn: usize,
+    /// The first tile stores `y`; later ones add to it.
+    pub first: bool,
+    /// [`Consts`] of `exp2_v`.
+    pub kc: *const f32,
+    /// Set on the chunk's last tile when every step is emitted for a full block: the tile
+    /// writes the outputs instead of `y`.
+    pub out: Option<TileOut>,
+}
+
+/// States `0 .. TS` of a [`Tile`]. Per step, `y` gets `(y_even + y_odd)` added (or stored, for
+/// the first tile): two partial sums over the tile's even and odd states, each in state order
+/// (the order every ISA's tile kernel keeps, so that results never depend on which one ran).
 #[inline(always)]
-unsafe fn tile<S: Simd, const TS: usize, const CLAMP: bool>(
-    a2: *const f32,
-    hs: *mut f32,
-    c: &mut Chunk,
-    bc0: usize,
-    kc: *const S::V,
-    n: usize,
-    cn: usize,
-) {
+unsafe fn tile<S: Simd, const TS: usize, const CLAMP: bool>(t: &Tile) {
     let lanes = S::LANES;
-    // SAFETY (whole fn): `a2`/`hs` hold TS·LANES values (caller); the chunk buffers hold
-    // CHUNK·LANES ≥ cn·LANES; `c.bc[j]` points at 2N readable values and bc0 + TS ≤ N; the ISA is
-    // guaranteed by the caller.
+    let (a2, hs, bc0, n) = (t.a2, t.hs, t.bc0, t.n);
+    let kc = t.kc as *const S::V;
+    // SAFETY (whole fn): `a2`/`hs` hold TS·LANES values, the chunk buffers cn·LANES, every
+    // `bc[j]` 2N values with bc0 + TS ≤ N (caller, `tiles`); the ISA is guaranteed by the
+    // caller.
     unsafe {
         let mut h = [S::zero(); TS];
         for (k, hk) in h.iter_mut().enumerate() {
             *hk = S::load(hs.add(k * lanes));
         }
-        for j in 0..cn {
-            let d = S::load(c.dt.as_ptr().add(j * lanes));
-            let dx = S::load(c.du.as_ptr().add(j * lanes));
-            let b = c.bc[j].add(bc0);
+        for j in 0..t.cn {
+            let d = S::load(t.dt.add(j * lanes));
+            let dx = S::load(t.du.add(j * lanes));
+            let b = (*t.bc.add(j)).add(bc0);
             // Two partial sums of y: one chain of TS FMAs would be the step's critical path.
             let mut ys = [S::zero(); 2];
             // Unrolled by hand (LLVM keeps a loop over `k` rolled and `h` in memory).
@@ -198,8 +275,20 @@ unsafe fn tile<S: Simd, const TS: usize, const CLAMP: bool>(
                 )*};
             }
             state!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-            let yp = c.y.as_mut_ptr().add(j * lanes);
-            S::store(yp, S::add(S::load(yp), S::add(ys[0], ys[1])));
+            let yp = t.y.add(j * lanes);
+            let ys = S::add(ys[0], ys[1]);
+            let y = if t.first { ys } else { S::add(S::load(yp), ys) };
+            match t.out {
+                None => S::store(yp, y),
+                Some(o) => {
+                    let r = *o.rows.add(j);
+                    let mut v = S::mul(S::fma(S::load(o.d_skip), S::load(r.u), y), S::load(r.g));
+                    if o.accumulate {
+                        v = S::add(S::load(r.o), v);
+                    }
+                    S::store(r.o, v);
+                }
+            }
         }
         for (k, hk) in h.iter().enumerate() {
             S::store(hs.add(k * lanes), *hk);
@@ -217,8 +306,13 @@ unsafe fn tiles<S: Simd, const CLAMP: bool>(
     kc: *const S::V,
     n: usize,
     cn: usize,
+    out: Option<TileOut>,
 ) {
     let lanes = S::LANES;
+    if n == 0 {
+        c.y[..cn * lanes].fill(0.0);
+        debug_assert!(out.is_none(), "a fused output needs a tile");
+    }
     let mut i = 0;
     while i < n {
         let ts = if n - i >= S::SCAN_TILE {
@@ -228,14 +322,29 @@ unsafe fn tiles<S: Simd, const CLAMP: bool>(
         } else {
             1
         };
-        let (ap, hp) = (a2[i * lanes..].as_ptr(), hs[i * lanes..].as_mut_ptr());
-        // SAFETY: a2/hs hold N·LANES values, so rows i .. i + ts are in bounds; see `tile`.
+        let t = Tile {
+            a2: a2[i * lanes..].as_ptr(),
+            hs: hs[i * lanes..].as_mut_ptr(),
+            dt: c.dt.as_ptr(),
+            du: c.du.as_ptr(),
+            y: c.y.as_mut_ptr(),
+            bc: c.bc.as_ptr(),
+            bc0: i,
+            n,
+            cn,
+            first: i == 0,
+            kc: kc as *const f32,
+            out: if i + ts == n { out } else { None },
+        };
+        // SAFETY: a2/hs hold N·LANES values, so rows i .. i + ts are in bounds; the chunk
+        // buffers hold CHUNK ≥ cn steps and bc[..cn] is set; see `tile`.
         unsafe {
             match ts {
-                16 => tile::<S, 16, CLAMP>(ap, hp, c, i, kc, n, cn),
-                8 => tile::<S, 8, CLAMP>(ap, hp, c, i, kc, n, cn),
-                4 => tile::<S, 4, CLAMP>(ap, hp, c, i, kc, n, cn),
-                _ => tile::<S, 1, CLAMP>(ap, hp, c, i, kc, n, cn),
+                8 if !CLAMP && S::scan_tile8(&t) => {}
+                16 => tile::<S, 16, CLAMP>(&t),
+                8 => tile::<S, 8, CLAMP>(&t),
+                4 => tile::<S, 4, CLAMP>(&t),
+                _ => tile::<S, 1, CLAMP>(&t),
             }
         }
         i += ts;
@@ -283,6 +392,12 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
         du: [0.0; 16 * CHUNK],
         y: [0.0; 16 * CHUNK],
         bc: [core::ptr::null(); CHUNK],
+        out: [OutRow {
+            u: core::ptr::null(),
+            g: core::ptr::null(),
+            o: core::ptr::null_mut(),
+        }; CHUNK],
+        rows: [Rows::NULL; CHUNK],
     };
     // SAFETY: the caller guarantees the ISA.
     let kv = unsafe { consts::<S>() };
@@ -311,47 +426,96 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
         let mut s0 = 0;
         while s0 < nsteps {
             let cn = CHUNK.min(nsteps - s0);
+            // Row starts of every step of the chunk, shared by the group's blocks.
+            for j in 0..cn {
+                let t = position(plan, s0 + j);
+                c.rows[j] = Rows {
+                    t,
+                    delta: x.delta.row(t).as_ptr(),
+                    u: x.u.row(t).as_ptr(),
+                    g: x.gate.row(t).as_ptr(),
+                    o: match plan.emit.contains(&t) {
+                        true => acc.row_mut(t).as_mut_ptr(),
+                        false => core::ptr::null_mut(),
+                    },
+                };
+                c.bc[j] = x.x_dbl.row(t)[w.dt_rank..w.dt_rank + 2 * n].as_ptr();
+            }
+            // The last tile writes the outputs when a block is full and every step of the
+            // chunk is emitted; otherwise the loop below does, from `y`.
+            let (first, last) = (c.rows[0].t, c.rows[cn - 1].t);
+            let all_emitted =
+                plan.emit.contains(&first.min(last)) && plan.emit.contains(&first.max(last));
             for b in 0..nb {
                 let e0 = g0 + b * lanes;
                 let m = lanes.min(g1 - e0);
-                let cols = e0..e0 + m;
-                let out_cols = e0 - acc_col0..e0 - acc_col0 + m;
                 let (a2, hs) = (&a2[b][..n * lanes], &mut hs[b][..n * lanes]);
-                // SAFETY (block): vector accesses of the chunk buffers are at j·LANES with
-                // j < cn ≤ CHUNK; rows come from bounds-checked slices; the ISA is guaranteed by
-                // the caller.
-                unsafe {
-                    let bias = load_part::<S>(&w.dt_bias[cols.clone()]);
-                    let mut dmax = S::zero();
-                    for j in 0..cn {
-                        let t = position(plan, s0 + j);
-                        let delta = load_part::<S>(&x.delta.row(t)[cols.clone()]);
-                        let d = softplus_v::<S>(S::add(delta, bias), kc);
-                        let u = load_part::<S>(&x.u.row(t)[cols.clone()]);
-                        S::store(c.dt.as_mut_ptr().add(j * lanes), d);
-                        S::store(c.du.as_mut_ptr().add(j * lanes), S::mul(d, u));
-                        S::store(c.y.as_mut_ptr().add(j * lanes), S::zero());
-                        dmax = S::max(dmax, d);
-                        c.bc[j] = x.x_dbl.row(t)[w.dt_rank..w.dt_rank + 2 * n].as_ptr();
+                let fused = m == lanes && n > 0 && all_emitted;
+                let oc = e0 - acc_col0;
+                // `m` values at `p` (a row start plus the block's column): a vector load for
+                // a full block, zero-padded otherwise.
+                // SAFETY (closure): the callers pass rows of `x`'s matrices at column e0 with
+                // e0 + m ≤ E, or `acc` rows at column oc with oc + m ≤ acc.cols() (asserted
+                // above); the ISA is guaranteed by the caller.
+                let ld = |p: *const f32| unsafe {
+                    match m == lanes {
+                        true => S::load(p),
+                        false => load_part::<S>(core::slice::from_raw_parts(p, m)),
                     }
+                };
+                // SAFETY (block): vector accesses of the chunk buffers are at j·LANES with
+                // j < cn ≤ CHUNK; row accesses as for `ld`; the ISA is guaranteed by the caller.
+                unsafe {
+                    let bias = load_part::<S>(&w.dt_bias[e0..e0 + m]);
+                    let mut dmax = S::zero();
+                    // Softplus of SP steps at a time (independent chains); a short last group
+                    // computes softplus(0) in its unused slots.
+                    const SP: usize = 4;
+                    for j0 in (0..cn).step_by(SP) {
+                        let q = SP.min(cn - j0);
+                        let mut v = [S::zero(); SP];
+                        for (i, vi) in v.iter_mut().enumerate().take(q) {
+                            *vi = S::add(ld(c.rows[j0 + i].delta.add(e0)), bias);
+                        }
+                        let d = softplus_k::<S, SP>(v, kc);
+                        for (i, &d) in d.iter().enumerate().take(q) {
+                            let (j, r) = (j0 + i, c.rows[j0 + i]);
+                            S::store(c.dt.as_mut_ptr().add(j * lanes), d);
+                            S::store(c.du.as_mut_ptr().add(j * lanes), S::mul(d, ld(r.u.add(e0))));
+                            dmax = S::max(dmax, d);
+                            if fused {
+                                c.out[j] = OutRow {
+                                    u: r.u.add(e0),
+                                    g: r.g.add(e0),
+                                    o: r.o.add(oc),
+                                };
+                            }
+                        }
+                    }
+                    let out = fused.then(|| TileOut {
+                        rows: c.out.as_ptr(),
+                        d_skip: w.d_skip[e0..e0 + m].as_ptr(),
+                        accumulate: plan.accumulate,
+                    });
                     // δ ≥ 0, so x = δ·A′ stays within ±(max δ)·(max|A′|); a NaN δ fails the
                     // test.
                     if S::hmax(dmax) * amax[b] <= ARG_MAX {
-                        tiles::<S, false>(a2, hs, &mut c, kc, n, cn);
+                        tiles::<S, false>(a2, hs, &mut c, kc, n, cn, out);
                     } else {
-                        tiles::<S, true>(a2, hs, &mut c, kc, n, cn);
+                        tiles::<S, true>(a2, hs, &mut c, kc, n, cn, out);
                     }
-                    let dskip = load_part::<S>(&w.d_skip[cols.clone()]);
+                    if fused {
+                        continue;
+                    }
+                    let dskip = load_part::<S>(&w.d_skip[e0..e0 + m]);
                     for j in 0..cn {
-                        let t = position(plan, s0 + j);
-                        if !plan.emit.contains(&t) {
+                        let r = c.rows[j];
+                        if !plan.emit.contains(&r.t) {
                             continue;
                         }
-                        let u = load_part::<S>(&x.u.row(t)[cols.clone()]);
-                        let g = load_part::<S>(&x.gate.row(t)[cols.clone()]);
                         let y = S::load(c.y.as_ptr().add(j * lanes));
-                        let mut o = S::mul(S::fma(dskip, u, y), g);
-                        let out = &mut acc.row_mut(t)[out_cols.clone()];
+                        let mut o = S::mul(S::fma(dskip, ld(r.u.add(e0)), y), ld(r.g.add(e0)));
+                        let out = core::slice::from_raw_parts_mut(r.o.add(oc), m);
                         if plan.accumulate {
                             o = S::add(load_part::<S>(out), o);
                         }
@@ -410,7 +574,7 @@ pub(crate) unsafe fn exp2_max_rel<S: Simd>() -> f64 {
 }
 
 #[cfg(test)]
-/// Max relative error of [`softplus_v`] over `x ∈ [−80, 40]` against f64, on level `S`.
+/// Max relative error of [`softplus_k`] over `x ∈ [−80, 40]` against f64, on level `S`.
 pub(crate) unsafe fn softplus_max_rel<S: Simd>() -> f64 {
     let mut worst = 0f64;
     let n = 1_000_003;
@@ -420,9 +584,100 @@ pub(crate) unsafe fn softplus_max_rel<S: Simd>() -> f64 {
     for i in 0..n {
         let x = -80.0 + 120.0 * (i as f32 / (n - 1) as f32);
         // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
-        unsafe { S::store(buf.as_mut_ptr(), softplus_v::<S>(S::splat(x), k.as_ptr())) };
+        unsafe {
+            S::store(
+                buf.as_mut_ptr(),
+                softplus_k::<S, 1>([S::splat(x)], k.as_ptr())[0],
+            )
+        };
         let want = (x as f64).exp().ln_1p();
         worst = worst.max((buf[0] as f64 - want).abs() / want);
     }
     worst
+}
+
+#[cfg(test)]
+/// Runs [`Simd::scan_tile8`] and the generic 8-state tile on the same pseudo-random chunk
+/// (first and later tile, `y` left or outputs stored or added; `N = 24`, tile at state 8) and
+/// returns whether the ISA has a tile kernel and both left bit-identical states and outputs.
+pub(crate) unsafe fn tile8_matches_generic<S: Simd>() -> (bool, bool) {
+    extern crate std;
+    use std::{boxed::Box, vec::Vec};
+    let lanes = S::LANES;
+    let (n, cn) = (24, 37);
+    let mut seed = 1u32;
+    let mut r = |lo: f32, hi: f32| {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        lo + (hi - lo) * (seed >> 8) as f32 / (1u32 << 24) as f32
+    };
+    let a2: Vec<f32> = (0..8 * lanes).map(|_| -r(0.01, 20.0)).collect();
+    let h0: Vec<f32> = (0..8 * lanes).map(|_| r(-1.0, 1.0)).collect();
+    let rows: Vec<f32> = (0..CHUNK * 2 * n).map(|_| r(-1.0, 1.0)).collect();
+    let ug: Vec<f32> = (0..CHUNK * 2 * lanes).map(|_| r(-2.0, 2.0)).collect();
+    let o0: Vec<f32> = (0..CHUNK * lanes).map(|_| r(-1.0, 1.0)).collect();
+    let d_skip: Vec<f32> = (0..lanes).map(|_| r(-1.0, 1.0)).collect();
+    let c0 = Box::new(Chunk {
+        dt: core::array::from_fn(|_| r(0.0, 2.0)),
+        du: core::array::from_fn(|_| r(-2.0, 2.0)),
+        y: core::array::from_fn(|_| r(-1.0, 1.0)),
+        bc: core::array::from_fn(|j| rows[j * 2 * n..].as_ptr()),
+        out: [OutRow {
+            u: core::ptr::null(),
+            g: core::ptr::null(),
+            o: core::ptr::null_mut(),
+        }; CHUNK],
+        rows: [Rows::NULL; CHUNK],
+    });
+    // SAFETY: the caller checked the ISA.
+    let k = unsafe { consts::<S>() };
+    let (mut has, mut same) = (true, true);
+    for first in [true, false] {
+        for out in [None, Some(false), Some(true)] {
+            let run = |kernel: bool| {
+                let (mut c, mut h, mut o) = (c0.clone(), h0.clone(), o0.clone());
+                for j in 0..CHUNK {
+                    c.out[j] = OutRow {
+                        u: ug[2 * j * lanes..].as_ptr(),
+                        g: ug[(2 * j + 1) * lanes..].as_ptr(),
+                        o: o[j * lanes..].as_mut_ptr(),
+                    };
+                }
+                let t = Tile {
+                    a2: a2.as_ptr(),
+                    hs: h.as_mut_ptr(),
+                    dt: c.dt.as_ptr(),
+                    du: c.du.as_ptr(),
+                    y: c.y.as_mut_ptr(),
+                    bc: c.bc.as_ptr(),
+                    bc0: 8,
+                    n,
+                    cn,
+                    first,
+                    kc: k.as_ptr() as *const f32,
+                    out: out.map(|accumulate| TileOut {
+                        rows: c.out.as_ptr(),
+                        d_skip: d_skip.as_ptr(),
+                        accumulate,
+                    }),
+                };
+                // SAFETY: 8 state rows of LANES values, cn ≤ CHUNK steps, rows of 2N values,
+                // output rows of LANES values; the caller checked the ISA.
+                let ran = unsafe {
+                    if kernel {
+                        S::scan_tile8(&t)
+                    } else {
+                        tile::<S, 8, false>(&t);
+                        true
+                    }
+                };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                (ran, bits(&h), bits(&c.y[..cn * lanes]), bits(&o))
+            };
+            let (ran, ha, ya, oa) = run(true);
+            let (_, hb, yb, ob) = run(false);
+            has &= ran;
+            same &= ha == hb && ya == yb && oa == ob;
+        }
+    }
+    (has, same)
 }
