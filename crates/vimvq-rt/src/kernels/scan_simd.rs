@@ -198,6 +198,14 @@ pub(crate) struct OutRow {
     pub o: *mut f32,
 }
 
+impl OutRow {
+    const NULL: OutRow = OutRow {
+        u: core::ptr::null(),
+        g: core::ptr::null(),
+        o: core::ptr::null_mut(),
+    };
+}
+
 /// The output step a tile does instead of leaving `y`: `o = (y + D·u)·g`, stored or added to
 /// the accumulator row.
 #[derive(Clone, Copy)]
@@ -392,11 +400,7 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
         du: [0.0; 16 * CHUNK],
         y: [0.0; 16 * CHUNK],
         bc: [core::ptr::null(); CHUNK],
-        out: [OutRow {
-            u: core::ptr::null(),
-            g: core::ptr::null(),
-            o: core::ptr::null_mut(),
-        }; CHUNK],
+        out: [OutRow::NULL; CHUNK],
         rows: [Rows::NULL; CHUNK],
     };
     // SAFETY: the caller guarantees the ISA.
@@ -621,11 +625,7 @@ pub(crate) unsafe fn tile8_matches_generic<S: Simd>() -> (bool, bool) {
         du: core::array::from_fn(|_| r(-2.0, 2.0)),
         y: core::array::from_fn(|_| r(-1.0, 1.0)),
         bc: core::array::from_fn(|j| rows[j * 2 * n..].as_ptr()),
-        out: [OutRow {
-            u: core::ptr::null(),
-            g: core::ptr::null(),
-            o: core::ptr::null_mut(),
-        }; CHUNK],
+        out: [OutRow::NULL; CHUNK],
         rows: [Rows::NULL; CHUNK],
     });
     // SAFETY: the caller checked the ISA.
