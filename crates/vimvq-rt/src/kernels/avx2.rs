@@ -16,8 +16,8 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 use super::generic::{self, Simd};
-use super::scan::{ScanInputs, ScanPlan, ScanWeights};
-use super::scan_simd::{self, Tile};
+use super::scan::{ScanInputs, ScanPlan, ScanWeights, Tile};
+use super::scan_simd;
 use super::{Direction, MatMut, MatRef, VqMatrix};
 
 /// Phase A of the AVX2 scan tile for states `$a`, `$b` (register numbers, also their row

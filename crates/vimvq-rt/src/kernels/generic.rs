@@ -21,7 +21,7 @@
 
 use core::ops::Range;
 
-use super::scan_simd::Tile;
+use super::scan::Tile;
 use super::{f16_to_f32, Codebook, Direction, IndexLayout, Indices, MatMut, MatRef, VqMatrix};
 
 /// Rows of `W` per packed panel (`NRV · LANES` on every ISA).

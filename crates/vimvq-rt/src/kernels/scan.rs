@@ -86,3 +86,60 @@ pub(crate) fn check(
         Direction::Backward => assert!(plan.steps.end == l),
     }
 }
+
+/// The block's `u`, gate and output row of one step.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct OutRow {
+    pub u: *const f32,
+    pub g: *const f32,
+    pub o: *mut f32,
+}
+
+impl OutRow {
+    pub(crate) const NULL: OutRow = OutRow {
+        u: core::ptr::null(),
+        g: core::ptr::null(),
+        o: core::ptr::null_mut(),
+    };
+}
+
+/// The output step a tile does instead of leaving `y`: `o = (y + D·u)·g`, stored or added to
+/// the accumulator row.
+#[derive(Clone, Copy)]
+pub(crate) struct TileOut {
+    /// One row per step.
+    pub rows: *const OutRow,
+    /// `D` of the block's channels.
+    pub d_skip: *const f32,
+    /// Add to the output (`true`) or store it.
+    pub accumulate: bool,
+}
+
+/// One register tile of states over the first `cn` steps of a chunk (the vector scan's unit of
+/// work, `kernels/scan_simd.rs`; an ISA may run it with a kernel of its own).
+pub(crate) struct Tile {
+    /// `A′` rows of the tile's states, `[TS][LANES]`.
+    pub a2: *const f32,
+    /// State rows of the tile, `[TS][LANES]`, read and written back.
+    pub hs: *mut f32,
+    /// `δ`, `δ·u` and `y` of the chunk, `[CHUNK][LANES]` each.
+    pub dt: *const f32,
+    pub du: *const f32,
+    pub y: *mut f32,
+    /// `B_t | C_t` row of each step.
+    pub bc: *const *const f32,
+    /// Index of the tile's first state in those rows.
+    pub bc0: usize,
+    /// `N`: `C_t` starts `N` values after `B_t`.
+    pub n: usize,
+    /// Steps to run (≥ 1).
+    pub cn: usize,
+    /// The first tile stores `y`; later ones add to it.
+    pub first: bool,
+    /// The `exp` constants of `scan_simd::exp2_v` (its `Consts`).
+    pub kc: *const f32,
+    /// Set on the chunk's last tile when every step is emitted for a full block: the tile
+    /// writes the outputs instead of `y`.
+    pub out: Option<TileOut>,
+}

@@ -39,7 +39,7 @@ use core::ops::Range;
 
 use crate::kernels::generic::{each, load_part, store_part, Simd, EXP2_P, LOG2_E_LO, MAGIC};
 use crate::kernels::scalar::selective_scan_channels_f32;
-use crate::kernels::scan::{check, ScanInputs, ScanPlan, ScanWeights};
+use crate::kernels::scan::{check, OutRow, ScanInputs, ScanPlan, ScanWeights, Tile, TileOut};
 use crate::kernels::{Direction, MatMut};
 
 /// Largest `N` kept on the stack; larger states use the oracle.
@@ -187,62 +187,6 @@ impl Rows {
         g: core::ptr::null(),
         o: core::ptr::null_mut(),
     };
-}
-
-/// The block's `u`, gate and output row of one step.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub(crate) struct OutRow {
-    pub u: *const f32,
-    pub g: *const f32,
-    pub o: *mut f32,
-}
-
-impl OutRow {
-    const NULL: OutRow = OutRow {
-        u: core::ptr::null(),
-        g: core::ptr::null(),
-        o: core::ptr::null_mut(),
-    };
-}
-
-/// The output step a tile does instead of leaving `y`: `o = (y + D·u)·g`, stored or added to
-/// the accumulator row.
-#[derive(Clone, Copy)]
-pub(crate) struct TileOut {
-    /// One row per step.
-    pub rows: *const OutRow,
-    /// `D` of the block's channels.
-    pub d_skip: *const f32,
-    /// Add to the output (`true`) or store it.
-    pub accumulate: bool,
-}
-
-/// One register tile of states over the first `cn` steps of a chunk.
-pub(crate) struct Tile {
-    /// `A′` rows of the tile's states, `[TS][LANES]`.
-    pub a2: *const f32,
-    /// State rows of the tile, `[TS][LANES]`, read and written back.
-    pub hs: *mut f32,
-    /// `δ`, `δ·u` and `y` of the chunk, `[CHUNK][LANES]` each.
-    pub dt: *const f32,
-    pub du: *const f32,
-    pub y: *mut f32,
-    /// `B_t | C_t` row of each step.
-    pub bc: *const *const f32,
-    /// Index of the tile's first state in those rows.
-    pub bc0: usize,
-    /// `N`: `C_t` starts `N` values after `B_t`.
-    pub n: usize,
-    /// Steps to run (≥ 1).
-    pub cn: usize,
-    /// The first tile stores `y`; later ones add to it.
-    pub first: bool,
-    /// [`Consts`] of `exp2_v`.
-    pub kc: *const f32,
-    /// Set on the chunk's last tile when every step is emitted for a full block: the tile
-    /// writes the outputs instead of `y`.
-    pub out: Option<TileOut>,
 }
 
 /// States `0 .. TS` of a [`Tile`]. Per step, `y` gets `(y_even + y_odd)` added (or stored, for
