@@ -10,7 +10,7 @@
 //!   `1e-6 · Σ_c |a_c·w_c|` (FMA and a different summation order; f32 accumulation).
 //! * [`exp_k`]: max relative error 3e-7 vs `libm::expf` for `|x| ≤ 86.5`; below −86.5 it
 //!   returns `exp(−86.5) ≈ 2.8e-38` instead of a smaller value (absolute error < 3e-38).
-//! * [`softplus_v`] / [`silu_v`]: max relative error 1e-6 vs the oracle's libm formulas.
+//! * [`silu_k`] (and the scan's softplus): max relative error 1e-6 vs the oracle's libm formulas.
 //! * scan: in `kernels/scan_simd.rs` (2e-5 of the output scale).
 
 // Only instantiated on targets with a SIMD level (x86-64, aarch64).
@@ -158,8 +158,8 @@ pub(crate) const LOG2_E_LO: f32 = 1.925_963e-8;
 const EXP_MAX: f32 = 86.5;
 
 /// `exp(x)` of `K` vectors for `|x| ≤ 86.5` as `2^(x·log₂e)`: `k = round(x·log₂e)` by an FMA
-/// with `MAGIC`, the reduced argument `x·log₂e − k` by FMAs (exact product, `log₂e`'s f32 tail included),
-/// [`EXP2_P`], and `k` added to the exponent bits. Max relative error 3e-7 against
+/// with `MAGIC`, the reduced argument `x·log₂e − k` by FMAs (exact product, `log₂e`'s f32 tail
+/// included), [`EXP2_P`], and `k` added to the exponent bits. Max relative error 3e-7 against
 /// `libm::expf`; outside `±86.5` the argument is clamped (`exp(−86.5) ≈ 2.8e-38` for smaller
 /// arguments: absolute error < 3e-38).
 ///
