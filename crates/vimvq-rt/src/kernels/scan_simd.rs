@@ -37,6 +37,8 @@
 
 use core::ops::Range;
 
+#[cfg(test)]
+use crate::kernels::generic::max_rel_err;
 use crate::kernels::generic::{each, load_part, store_part, Simd, EXP2_P, LOG2_E_LO, MAGIC};
 use crate::kernels::scalar::selective_scan_channels_f32;
 use crate::kernels::scan::{check, OutRow, ScanInputs, ScanPlan, ScanWeights, Tile, TileOut};
@@ -504,44 +506,23 @@ pub(crate) unsafe fn scan<S: Simd>(
 #[cfg(test)]
 /// Max relative error of [`exp2_v`] over `x ∈ [−125, 125]` against f64, on level `S`.
 pub(crate) unsafe fn exp2_max_rel<S: Simd>() -> f64 {
-    let mut worst = 0f64;
-    let n = 1_000_003;
-    let mut buf = [0f32; 16];
     // SAFETY: the caller checked the ISA.
-    let k = unsafe { consts::<S>() };
-    for i in 0..n {
-        let x0 = -ARG_MAX + 2.0 * ARG_MAX * (i as f32 / (n - 1) as f32);
-        for x in [x0, x0 * 1e-3, x0 * 1e-6] {
-            // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
-            unsafe { S::store(buf.as_mut_ptr(), exp2_v::<S>(S::splat(x), k.as_ptr())) };
-            let want = (x as f64).exp2();
-            worst = worst.max((buf[0] as f64 - want).abs() / want);
-        }
+    unsafe {
+        let k = consts::<S>();
+        let e = |x| exp2_v::<S>(x, k.as_ptr());
+        max_rel_err::<S>(-ARG_MAX, ARG_MAX, &[1.0, 1e-3, 1e-6], e, f64::exp2)
     }
-    worst
 }
 
 #[cfg(test)]
 /// Max relative error of [`softplus_k`] over `x ∈ [−80, 40]` against f64, on level `S`.
 pub(crate) unsafe fn softplus_max_rel<S: Simd>() -> f64 {
-    let mut worst = 0f64;
-    let n = 1_000_003;
-    let mut buf = [0f32; 16];
     // SAFETY: the caller checked the ISA.
-    let k = unsafe { consts::<S>() };
-    for i in 0..n {
-        let x = -80.0 + 120.0 * (i as f32 / (n - 1) as f32);
-        // SAFETY: the caller checked the ISA; buf holds 16 ≥ LANES values.
-        unsafe {
-            S::store(
-                buf.as_mut_ptr(),
-                softplus_k::<S, 1>([S::splat(x)], k.as_ptr())[0],
-            )
-        };
-        let want = (x as f64).exp().ln_1p();
-        worst = worst.max((buf[0] as f64 - want).abs() / want);
+    unsafe {
+        let k = consts::<S>();
+        let sp = |x| softplus_k::<S, 1>([x], k.as_ptr())[0];
+        max_rel_err::<S>(-80.0, 40.0, &[1.0], sp, |x| x.exp().ln_1p())
     }
-    worst
 }
 
 #[cfg(test)]
