@@ -86,10 +86,11 @@ impl QuantOptions {
     /// Defaults for `k` codewords of `d` weights: the `d`-dependent ones ([`VqConfig::with_kd`],
     /// [`default_ivq`]) and RTN at the same nominal width, `log2(k) / d` rounded, at least 1 bit.
     pub fn with_kd(k: usize, d: usize) -> Self {
+        let vq = VqConfig::with_kd(k, d);
         Self {
-            vq: VqConfig::with_kd(k, d),
+            rtn_bits: vq.bits_per_weight().round().clamp(1.0, 16.0) as u32,
+            vq,
             ivq: default_ivq(d),
-            rtn_bits: ((k as f64).log2() / d as f64).round().clamp(1.0, 16.0) as u32,
             ..Self::default()
         }
     }
