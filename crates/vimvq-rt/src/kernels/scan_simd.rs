@@ -39,7 +39,7 @@ use core::ops::Range;
 
 #[cfg(test)]
 use crate::kernels::generic::max_rel_err;
-use crate::kernels::generic::{each, load_part, store_part, Simd, EXP2_P, LOG2_E_LO, MAGIC};
+use crate::kernels::generic::{load_part, softplus_k, store_part, Simd, EXP2_P, MAGIC};
 use crate::kernels::scalar::selective_scan_channels_f32;
 use crate::kernels::scan::{check, OutRow, ScanInputs, ScanPlan, ScanWeights, Tile, TileOut};
 use crate::kernels::{Direction, MatMut};
@@ -48,9 +48,12 @@ use crate::kernels::{Direction, MatMut};
 const MAX_N: usize = 64;
 /// Tokens per chunk of the `δ`, `δ·u` and `y` buffers.
 pub(crate) const CHUNK: usize = 64;
-/// Channel blocks run together chunk by chunk: a block reads half of each 64-byte line of the
-/// `L × E` inputs on AVX2, its neighbour the other half while the line is still in L1.
-const GROUP: usize = 2;
+/// Channel blocks run together chunk by chunk: per step, their `Δ` and `u` values are one
+/// `GROUP·LANES`-value segment of the row (two 64-byte lines on AVX2, one on NEON) and their
+/// softplus chains run side by side.
+const GROUP: usize = 4;
+/// Widest vector (lanes) the chunk buffers hold.
+pub(crate) const MAX_LANES: usize = 8;
 /// Largest `|δ·A′|` for which `2ᵏ·p` is normal and finite without a clamp.
 const ARG_MAX: f32 = 125.0;
 /// [`exp2_v`]'s constants as vectors: `MAGIC`, `P4 … P0`, `1`.
@@ -89,62 +92,6 @@ pub(crate) unsafe fn exp2_v<S: Simd>(x: S::V, k: *const S::V) -> S::V {
     }
 }
 
-/// `log1p(z)/z ≈ Q0 + z·(Q1 + z·(… + z·Q8))` on `[0, 1]` (minimax relative fit, max relative
-/// error 1.7e-7 in f32).
-const Q: [f32; 9] = [
-    0.999_999_94,
-    -0.499_994_93,
-    0.333_190_98,
-    -0.248_429_82,
-    0.191_060_08,
-    -0.136_632_47,
-    0.078_225_96,
-    -0.029_505_244,
-    0.005_232_695,
-];
-
-/// `softplus(x) = max(x, 0) + log1p(exp(−|x|))`, with `exp(−|x|)` by [`exp2_v`] (argument
-/// clamped at `−125`) and `log1p` by [`Q`]: max relative error 5e-7 against f64 for
-/// `x ≥ −80` (unit test `scan_softplus_is_accurate`); `x > 20` gives `x` as the oracle's
-/// threshold rule does (the correction is below half an ulp). Computed for `K` vectors, each
-/// step applied to all of them before the next (independent chains in program order, so that
-/// their latency overlaps).
-#[inline(always)]
-unsafe fn softplus_k<S: Simd, const K: usize>(x: [S::V; K], k: *const S::V) -> [S::V; K] {
-    // SAFETY (whole fn): arithmetic primitives only; `k` points at 7 vectors (caller); the
-    // caller guarantees the ISA.
-    unsafe {
-        let ax = each::<S, K>(|i| S::max(x[i], S::sub(S::zero(), x[i])));
-        // −|x|·log₂e = hi + lo: `lo` is the rounding error of the product (exact by FMA) plus
-        // the part of log₂e below f32; 2^lo = 1 + lo·ln 2 (|lo| < 1e-5).
-        let nl = S::splat(-core::f32::consts::LOG2_E);
-        let hi = each::<S, K>(|i| S::mul(ax[i], nl));
-        let lo = each::<S, K>(|i| {
-            S::fma(
-                ax[i],
-                S::splat(-LOG2_E_LO),
-                S::fma(ax[i], nl, S::sub(S::zero(), hi[i])),
-            )
-        });
-        // 2^hi by `exp2_v`'s steps.
-        let h = each::<S, K>(|i| S::max(hi[i], S::splat(-ARG_MAX)));
-        let t = each::<S, K>(|i| S::add(h[i], *k));
-        let f = each::<S, K>(|i| S::sub(h[i], S::sub(t[i], *k)));
-        let mut p = each::<S, K>(|i| S::fma(f[i], *k.add(1), *k.add(2)));
-        for c in 3..7 {
-            p = each::<S, K>(|i| S::fma(f[i], p[i], *k.add(c)));
-        }
-        let z = each::<S, K>(|i| S::add_shl23(p[i], t[i]));
-        let z =
-            each::<S, K>(|i| S::fma(z[i], S::mul(lo[i], S::splat(core::f32::consts::LN_2)), z[i]));
-        let mut q = [S::splat(Q[8]); K];
-        for c in Q[..8].iter().rev() {
-            q = each::<S, K>(|i| S::fma(q[i], z[i], S::splat(*c)));
-        }
-        each::<S, K>(|i| S::fma(z[i], q[i], S::max(x[i], S::zero())))
-    }
-}
-
 /// A compiler barrier for memory whose address escaped (the constants): they are re-read after
 /// it, as memory operands, instead of being held in registers the state tile needs.
 #[inline(always)]
@@ -153,22 +100,27 @@ fn reload_barrier() {
     unsafe { core::arch::asm!("", options(nostack, preserves_flags)) }
 }
 
-/// Per-chunk buffers of one channel block, `[CHUNK][LANES]` each (`LANES ≤ 16`).
+/// Per-chunk buffers of one channel block, `[CHUNK][LANES]` each (`LANES ≤ MAX_LANES`).
 #[derive(Clone)]
 #[repr(C)]
 struct Chunk {
     /// `δ` per step.
-    dt: [f32; 16 * CHUNK],
+    dt: [f32; MAX_LANES * CHUNK],
     /// `δ·u` per step.
-    du: [f32; 16 * CHUNK],
+    du: [f32; MAX_LANES * CHUNK],
     /// `y` per step (the tiles add into it).
-    y: [f32; 16 * CHUNK],
-    /// `B_t | C_t` of each step (`2N` values of the `x_dbl` row).
-    bc: [*const f32; CHUNK],
+    y: [f32; MAX_LANES * CHUNK],
     /// Where each step's output comes from and goes (when the last tile writes it).
     out: [OutRow; CHUNK],
-    /// Position and row starts (column 0) of each step; the accumulator row only where emitted.
-    rows: [Rows; CHUNK],
+}
+
+impl Chunk {
+    const ZERO: Chunk = Chunk {
+        dt: [0.0; MAX_LANES * CHUNK],
+        du: [0.0; MAX_LANES * CHUNK],
+        y: [0.0; MAX_LANES * CHUNK],
+        out: [OutRow::NULL; CHUNK],
+    };
 }
 
 /// A step's position and the starts of its rows of `Δ`, `u`, the gate and the accumulator.
@@ -257,6 +209,7 @@ unsafe fn tiles<S: Simd, const CLAMP: bool>(
     a2: &[f32],
     hs: &mut [f32],
     c: &mut Chunk,
+    bc: &[*const f32; CHUNK],
     kc: *const S::V,
     n: usize,
     cn: usize,
@@ -282,7 +235,7 @@ unsafe fn tiles<S: Simd, const CLAMP: bool>(
             dt: c.dt.as_ptr(),
             du: c.du.as_ptr(),
             y: c.y.as_mut_ptr(),
-            bc: c.bc.as_ptr(),
+            bc: bc.as_ptr(),
             bc0: i,
             n,
             cn,
@@ -302,6 +255,54 @@ unsafe fn tiles<S: Simd, const CLAMP: bool>(
             }
         }
         i += ts;
+    }
+}
+
+/// The `m ≤ LANES` values at `p`: a vector load when `m == LANES`, zero-padded otherwise.
+#[inline(always)]
+unsafe fn ld<S: Simd>(p: *const f32, m: usize) -> S::V {
+    // SAFETY: the caller guarantees `m` readable values at `p` and the ISA.
+    unsafe {
+        match m == S::LANES {
+            true => S::load(p),
+            false => load_part::<S>(core::slice::from_raw_parts(p, m)),
+        }
+    }
+}
+
+/// The chunk's `δ = softplus(Δ + bias)` and `δ·u` of the [`GROUP`] blocks at columns `eb[b]`
+/// (`mb[b]` channels each; `FULL`: all `LANES`) into their buffers, the blocks' softplus chains
+/// side by side; returns each block's largest `δ`.
+#[inline(always)]
+unsafe fn deltas<S: Simd, const FULL: bool>(
+    rows: &[Rows],
+    eb: &[usize; GROUP],
+    mb: &[usize; GROUP],
+    bias: &[S::V; GROUP],
+    c: &mut [Chunk; GROUP],
+) -> [f32; GROUP] {
+    let lanes = S::LANES;
+    let ld = |p: *const f32, m: usize| match FULL {
+        // SAFETY (closure): the caller guarantees `m` values at `p` (all LANES when FULL)
+        // and the ISA.
+        true => unsafe { S::load(p) },
+        false => unsafe { ld::<S>(p, m) },
+    };
+    // SAFETY (whole fn): chunk-buffer accesses are at j·LANES with j < rows.len() ≤ CHUNK; row
+    // accesses as `ld`'s; the ISA is guaranteed by the caller.
+    unsafe {
+        let mut dm = [S::zero(); GROUP];
+        for (j, r) in rows.iter().enumerate() {
+            let v = core::array::from_fn(|b| S::add(ld(r.delta.add(eb[b]), mb[b]), bias[b]));
+            let d = softplus_k::<S, GROUP>(v);
+            for b in 0..GROUP {
+                S::store(c[b].dt.as_mut_ptr().add(j * lanes), d[b]);
+                let du = S::mul(d[b], ld(r.u.add(eb[b]), mb[b]));
+                S::store(c[b].du.as_mut_ptr().add(j * lanes), du);
+                dm[b] = S::max(dm[b], d[b]);
+            }
+        }
+        core::array::from_fn(|b| S::hmax(dm[b]))
     }
 }
 
@@ -336,19 +337,16 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
         return selective_scan_channels_f32(w, x, plan, acc, acc_col0, h, ch);
     }
     let lanes = S::LANES;
+    debug_assert!(lanes <= MAX_LANES);
     let nsteps = plan.steps.len();
-    // A′ᵀ and the state of each block of the group, [N][LANES] each.
-    let mut a2 = [[0f32; 16 * MAX_N]; GROUP];
-    let mut hs = [[0f32; 16 * MAX_N]; GROUP];
+    // Per block of the group: A′ᵀ and the state, [N][LANES] each, and the chunk buffers.
+    let mut a2 = [[0f32; MAX_LANES * MAX_N]; GROUP];
+    let mut hs = [[0f32; MAX_LANES * MAX_N]; GROUP];
     let mut amax = [0f32; GROUP];
-    let mut c = Chunk {
-        dt: [0.0; 16 * CHUNK],
-        du: [0.0; 16 * CHUNK],
-        y: [0.0; 16 * CHUNK],
-        bc: [core::ptr::null(); CHUNK],
-        out: [OutRow::NULL; CHUNK],
-        rows: [Rows::NULL; CHUNK],
-    };
+    let mut c = [Chunk::ZERO; GROUP];
+    // Per step of the chunk: `B_t | C_t` (2N values of the `x_dbl` row) and the row starts.
+    let mut bc = [core::ptr::null(); CHUNK];
+    let mut rows = [Rows::NULL; CHUNK];
     // SAFETY: the caller guarantees the ISA.
     let kv = unsafe { consts::<S>() };
     let kc = core::hint::black_box(kv.as_ptr());
@@ -356,14 +354,15 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
     while g0 < ch.end {
         let g1 = (g0 + GROUP * lanes).min(ch.end);
         let nb = (g1 - g0).div_ceil(lanes);
+        // Channels of block b (< nb): e0(b) .. e0(b) + m(b).
+        let e0 = |b: usize| g0 + b * lanes;
+        let m = |b: usize| lanes.min(g1 - e0(b));
         for b in 0..nb {
-            let e0 = g0 + b * lanes;
-            let m = lanes.min(g1 - e0);
             amax[b] = 0.0;
             for i in 0..n {
                 for j in 0..lanes {
-                    let a = if j < m {
-                        w.a[(e0 + j) * n + i] * core::f32::consts::LOG2_E
+                    let a = if j < m(b) {
+                        w.a[(e0(b) + j) * n + i] * core::f32::consts::LOG2_E
                     } else {
                         0.0
                     };
@@ -373,13 +372,19 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                 }
             }
         }
+        // SAFETY: the ISA is guaranteed by the caller.
+        let mut bias = [unsafe { S::zero() }; GROUP];
+        for (b, v) in bias.iter_mut().enumerate().take(nb) {
+            // SAFETY: as above; load_part takes ≤ LANES values.
+            *v = unsafe { load_part::<S>(&w.dt_bias[e0(b)..e0(b) + m(b)]) };
+        }
         let mut s0 = 0;
         while s0 < nsteps {
             let cn = CHUNK.min(nsteps - s0);
             // Row starts of every step of the chunk, shared by the group's blocks.
             for j in 0..cn {
                 let t = position(plan, s0 + j);
-                c.rows[j] = Rows {
+                rows[j] = Rows {
                     t,
                     delta: x.delta.row(t).as_ptr(),
                     u: x.u.row(t).as_ptr(),
@@ -389,83 +394,76 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                         false => core::ptr::null_mut(),
                     },
                 };
-                c.bc[j] = x.x_dbl.row(t)[w.dt_rank..w.dt_rank + 2 * n].as_ptr();
+                bc[j] = x.x_dbl.row(t)[w.dt_rank..w.dt_rank + 2 * n].as_ptr();
             }
             // The last tile writes the outputs when a block is full and every step of the
             // chunk is emitted; otherwise the loop below does, from `y`.
-            let (first, last) = (c.rows[0].t, c.rows[cn - 1].t);
+            let (first, last) = (rows[0].t, rows[cn - 1].t);
             let all_emitted =
                 plan.emit.contains(&first.min(last)) && plan.emit.contains(&first.max(last));
+            let fused = |b: usize| m(b) == lanes && n > 0 && all_emitted;
+            // δ = softplus(Δ + bias) and δ·u of the group's blocks, and the largest δ of each
+            // block (blocks past `nb` read no values and compute softplus(0) into their unused
+            // buffers, so that the GROUP chains stay unconditional).
+            let eb: [usize; GROUP] = core::array::from_fn(|b| if b < nb { e0(b) } else { g0 });
+            let mb: [usize; GROUP] = core::array::from_fn(|b| if b < nb { m(b) } else { 0 });
+            // SAFETY: the rows of `x`'s matrices hold E ≥ eb[b] + mb[b] values from column 0;
+            // the ISA is guaranteed by the caller.
+            let dmax = unsafe {
+                match mb == [lanes; GROUP] {
+                    true => deltas::<S, true>(&rows[..cn], &eb, &mb, &bias, &mut c),
+                    false => deltas::<S, false>(&rows[..cn], &eb, &mb, &bias, &mut c),
+                }
+            };
             for b in 0..nb {
-                let e0 = g0 + b * lanes;
-                let m = lanes.min(g1 - e0);
-                let (a2, hs) = (&a2[b][..n * lanes], &mut hs[b][..n * lanes]);
-                let fused = m == lanes && n > 0 && all_emitted;
-                let oc = e0 - acc_col0;
-                // `m` values at `p` (a row start plus the block's column): a vector load for
-                // a full block, zero-padded otherwise.
-                // SAFETY (closure): the callers pass rows of `x`'s matrices at column e0 with
-                // e0 + m ≤ E, or `acc` rows at column oc with oc + m ≤ acc.cols() (asserted
-                // above); the ISA is guaranteed by the caller.
-                let ld = |p: *const f32| unsafe {
-                    match m == lanes {
-                        true => S::load(p),
-                        false => load_part::<S>(core::slice::from_raw_parts(p, m)),
-                    }
-                };
-                // SAFETY (block): vector accesses of the chunk buffers are at j·LANES with
-                // j < cn ≤ CHUNK; row accesses as for `ld`; the ISA is guaranteed by the caller.
-                unsafe {
-                    let bias = load_part::<S>(&w.dt_bias[e0..e0 + m]);
-                    let mut dmax = S::zero();
-                    // Softplus of SP steps at a time (independent chains); a short last group
-                    // computes softplus(0) in its unused slots.
-                    const SP: usize = 4;
-                    for j0 in (0..cn).step_by(SP) {
-                        let q = SP.min(cn - j0);
-                        let mut v = [S::zero(); SP];
-                        for (i, vi) in v.iter_mut().enumerate().take(q) {
-                            *vi = S::add(ld(c.rows[j0 + i].delta.add(e0)), bias);
-                        }
-                        let d = softplus_k::<S, SP>(v, kc);
-                        for (i, &d) in d.iter().enumerate().take(q) {
-                            let (j, r) = (j0 + i, c.rows[j0 + i]);
-                            S::store(c.dt.as_mut_ptr().add(j * lanes), d);
-                            S::store(c.du.as_mut_ptr().add(j * lanes), S::mul(d, ld(r.u.add(e0))));
-                            dmax = S::max(dmax, d);
-                            if fused {
-                                c.out[j] = OutRow {
-                                    u: r.u.add(e0),
-                                    g: r.g.add(e0),
-                                    o: r.o.add(oc),
-                                };
+                if fused(b) {
+                    for (j, r) in rows[..cn].iter().enumerate() {
+                        // SAFETY: as above; `o` is an `acc` row (all steps are emitted) with
+                        // e0(b) − acc_col0 + LANES ≤ acc.cols().
+                        c[b].out[j] = unsafe {
+                            OutRow {
+                                u: r.u.add(e0(b)),
+                                g: r.g.add(e0(b)),
+                                o: r.o.add(e0(b) - acc_col0),
                             }
-                        }
+                        };
                     }
-                    let out = fused.then(|| TileOut {
-                        rows: c.out.as_ptr(),
-                        d_skip: w.d_skip[e0..e0 + m].as_ptr(),
-                        accumulate: plan.accumulate,
-                    });
+                }
+            }
+            for b in 0..nb {
+                let (a2, hs, cb) = (&a2[b][..n * lanes], &mut hs[b][..n * lanes], &mut c[b]);
+                let out = fused(b).then(|| TileOut {
+                    rows: cb.out.as_ptr(),
+                    d_skip: w.d_skip[e0(b)..].as_ptr(),
+                    accumulate: plan.accumulate,
+                });
+                // SAFETY: see `tiles`; the ISA is guaranteed by the caller.
+                unsafe {
                     // δ ≥ 0, so x = δ·A′ stays within ±(max δ)·(max|A′|); a NaN δ fails the
                     // test.
-                    if S::hmax(dmax) * amax[b] <= ARG_MAX {
-                        tiles::<S, false>(a2, hs, &mut c, kc, n, cn, out);
+                    if dmax[b] * amax[b] <= ARG_MAX {
+                        tiles::<S, false>(a2, hs, cb, &bc, kc, n, cn, out);
                     } else {
-                        tiles::<S, true>(a2, hs, &mut c, kc, n, cn, out);
+                        tiles::<S, true>(a2, hs, cb, &bc, kc, n, cn, out);
                     }
-                    if fused {
-                        continue;
-                    }
-                    let dskip = load_part::<S>(&w.d_skip[e0..e0 + m]);
+                }
+                if fused(b) {
+                    continue;
+                }
+                // SAFETY (block): `y` holds cn ≤ CHUNK steps; row accesses as above, `acc` rows
+                // at column e0(b) − acc_col0 with that + m(b) ≤ acc.cols() (asserted); the ISA
+                // is guaranteed by the caller.
+                unsafe {
+                    let dskip = load_part::<S>(&w.d_skip[e0(b)..e0(b) + m(b)]);
                     for j in 0..cn {
-                        let r = c.rows[j];
+                        let r = rows[j];
                         if !plan.emit.contains(&r.t) {
                             continue;
                         }
-                        let y = S::load(c.y.as_ptr().add(j * lanes));
-                        let mut o = S::mul(S::fma(dskip, ld(r.u.add(e0)), y), ld(r.g.add(e0)));
-                        let out = core::slice::from_raw_parts_mut(r.o.add(oc), m);
+                        let y = S::load(cb.y.as_ptr().add(j * lanes));
+                        let u = ld::<S>(r.u.add(e0(b)), m(b));
+                        let mut o = S::mul(S::fma(dskip, u, y), ld::<S>(r.g.add(e0(b)), m(b)));
+                        let out = core::slice::from_raw_parts_mut(r.o.add(e0(b) - acc_col0), m(b));
                         if plan.accumulate {
                             o = S::add(load_part::<S>(out), o);
                         }
@@ -476,10 +474,8 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
             s0 += cn;
         }
         for (b, hb) in hs.iter().enumerate().take(nb) {
-            let e0 = g0 + b * lanes;
-            let m = lanes.min(g1 - e0);
-            let hc = &mut h[(e0 - ch.start) * n..];
-            for j in 0..m {
+            let hc = &mut h[(e0(b) - ch.start) * n..];
+            for j in 0..m(b) {
                 for i in 0..n {
                     hc[j * n + i] = hb[i * lanes + j];
                 }
@@ -515,17 +511,6 @@ pub(crate) unsafe fn exp2_max_rel<S: Simd>() -> f64 {
 }
 
 #[cfg(test)]
-/// Max relative error of [`softplus_k`] over `x ∈ [−80, 40]` against f64, on level `S`.
-pub(crate) unsafe fn softplus_max_rel<S: Simd>() -> f64 {
-    // SAFETY: the caller checked the ISA.
-    unsafe {
-        let k = consts::<S>();
-        let sp = |x| softplus_k::<S, 1>([x], k.as_ptr())[0];
-        max_rel_err::<S>(-80.0, 40.0, &[1.0], sp, |x| x.exp().ln_1p())
-    }
-}
-
-#[cfg(test)]
 /// Runs [`Simd::scan_tile8`] and the generic 8-state tile on the same pseudo-random chunk
 /// (first and later tile, `y` left or outputs stored or added; `N = 24`, tile at state 8) and
 /// returns whether the ISA has a tile kernel and both left bit-identical states and outputs.
@@ -549,10 +534,9 @@ pub(crate) unsafe fn tile8_matches_generic<S: Simd>() -> (bool, bool) {
         dt: core::array::from_fn(|_| r(0.0, 2.0)),
         du: core::array::from_fn(|_| r(-2.0, 2.0)),
         y: core::array::from_fn(|_| r(-1.0, 1.0)),
-        bc: core::array::from_fn(|j| rows[j * 2 * n..].as_ptr()),
         out: [OutRow::NULL; CHUNK],
-        rows: [Rows::NULL; CHUNK],
     });
+    let bc: [*const f32; CHUNK] = core::array::from_fn(|j| rows[j * 2 * n..].as_ptr());
     // SAFETY: the caller checked the ISA.
     let k = unsafe { consts::<S>() };
     let (mut has, mut same) = (true, true);
@@ -573,7 +557,7 @@ pub(crate) unsafe fn tile8_matches_generic<S: Simd>() -> (bool, bool) {
                     dt: c.dt.as_ptr(),
                     du: c.du.as_ptr(),
                     y: c.y.as_mut_ptr(),
-                    bc: c.bc.as_ptr(),
+                    bc: bc.as_ptr(),
                     bc0: 8,
                     n,
                     cn,
