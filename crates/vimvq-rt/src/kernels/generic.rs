@@ -1016,7 +1016,7 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
                 while e0 + 4 * lanes <= c1 {
                     let mut acc = [S::zero(); 4];
                     block(e0, &mut acc);
-                    for (b, y) in acc.into_iter().enumerate() {
+                    for (b, y) in silu_k::<S, 4>(acc).into_iter().enumerate() {
                         S::store(o.add(e0 + b * lanes), y);
                     }
                     e0 += 4 * lanes;
@@ -1024,10 +1024,9 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
                 while e0 < c1 {
                     let mut acc = [S::zero(); 1];
                     block(e0, &mut acc);
-                    S::store(o.add(e0), acc[0]);
+                    S::store(o.add(e0), silu_v::<S>(acc[0]));
                     e0 += lanes;
                 }
-                silu_inplace::<S>(core::slice::from_raw_parts_mut(o.add(c0), c1 - c0));
             }
         }
         c0 = c1;
