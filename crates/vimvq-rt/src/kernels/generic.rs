@@ -167,13 +167,22 @@ const EXP_MAX: f32 = 86.5;
 /// order, so that their latency overlaps).
 #[inline(always)]
 pub(crate) unsafe fn exp_k<S: Simd, const K: usize>(x: [S::V; K]) -> [S::V; K] {
+    // SAFETY: arithmetic primitives only; the caller guarantees the ISA.
+    unsafe {
+        let x = each::<S, K>(|i| S::min(S::max(x[i], S::splat(-EXP_MAX)), S::splat(EXP_MAX)));
+        exp_in_range_k::<S, K>(x)
+    }
+}
+
+/// [`exp_k`] for arguments already within `±86.5` (no clamp).
+#[inline(always)]
+unsafe fn exp_in_range_k<S: Simd, const K: usize>(x: [S::V; K]) -> [S::V; K] {
     // SAFETY (whole fn): arithmetic primitives only; the caller guarantees the ISA.
     unsafe {
         let l2e = S::splat(core::f32::consts::LOG2_E);
-        let x = each::<S, K>(|i| S::min(S::max(x[i], S::splat(-EXP_MAX)), S::splat(EXP_MAX)));
         let t = each::<S, K>(|i| S::fma(x[i], l2e, S::splat(MAGIC)));
-        let k = each::<S, K>(|i| S::sub(t[i], S::splat(MAGIC)));
-        let f = each::<S, K>(|i| S::fma(x[i], l2e, S::sub(S::zero(), k[i])));
+        // −k = MAGIC − t (exact).
+        let f = each::<S, K>(|i| S::fma(x[i], l2e, S::sub(S::splat(MAGIC), t[i])));
         let f = each::<S, K>(|i| S::fma(x[i], S::splat(LOG2_E_LO), f[i]));
         let mut p = each::<S, K>(|i| S::fma(f[i], S::splat(EXP2_P[4]), S::splat(EXP2_P[3])));
         for c in EXP2_P[..3].iter().rev() {
@@ -229,18 +238,9 @@ const Q: [f32; 8] = [
 pub(crate) unsafe fn softplus_k<S: Simd, const K: usize>(x: [S::V; K]) -> [S::V; K] {
     // SAFETY (whole fn): arithmetic primitives only; the caller guarantees the ISA.
     unsafe {
-        let ax = each::<S, K>(|i| S::min(S::max(x[i], S::sub(S::zero(), x[i])), S::splat(EXP_MAX)));
-        let nl = S::splat(-core::f32::consts::LOG2_E);
-        let t = each::<S, K>(|i| S::fma(ax[i], nl, S::splat(MAGIC)));
-        // f = −|x|·log₂e − k, with log₂e's f32 tail.
-        let f = each::<S, K>(|i| S::fma(ax[i], nl, S::sub(S::splat(MAGIC), t[i])));
-        let f = each::<S, K>(|i| S::fma(ax[i], S::splat(-LOG2_E_LO), f[i]));
-        let mut p = each::<S, K>(|i| S::fma(f[i], S::splat(EXP2_P[4]), S::splat(EXP2_P[3])));
-        for c in EXP2_P[..3].iter().rev() {
-            p = each::<S, K>(|i| S::fma(f[i], p[i], S::splat(*c)));
-        }
-        let p = each::<S, K>(|i| S::fma(f[i], p[i], S::splat(1.0)));
-        let z = each::<S, K>(|i| S::add_shl23(p[i], t[i]));
+        let nx =
+            each::<S, K>(|i| S::max(S::min(x[i], S::sub(S::zero(), x[i])), S::splat(-EXP_MAX)));
+        let z = exp_in_range_k::<S, K>(nx);
         let q = |j: usize| S::splat(Q[j]);
         let z2 = each::<S, K>(|i| S::mul(z[i], z[i]));
         let z4 = each::<S, K>(|i| S::mul(z2[i], z2[i]));
