@@ -261,16 +261,11 @@ unsafe fn tiles<S: Simd, const CLAMP: bool>(
     }
 }
 
-/// The `m ≤ LANES` values at `p`: a vector load when `m == LANES`, zero-padded otherwise.
+/// [`load_part`] of the `m ≤ LANES` values at `p` (a row start plus a block's column).
 #[inline(always)]
 unsafe fn ld<S: Simd>(p: *const f32, m: usize) -> S::V {
     // SAFETY: the caller guarantees `m` readable values at `p` and the ISA.
-    unsafe {
-        match m == S::LANES {
-            true => S::load(p),
-            false => load_part::<S>(core::slice::from_raw_parts(p, m)),
-        }
-    }
+    unsafe { load_part::<S>(core::slice::from_raw_parts(p, m)) }
 }
 
 /// The chunk's `δ = softplus(Δ + bias)` and `δ·u` of the [`GROUP`] blocks at columns `eb[b]`
@@ -418,7 +413,8 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                     false => deltas::<S, false>(&rows[..cn], &eb, &mb, &bias, &mut c),
                 }
             };
-            for (b, cb) in c.iter_mut().enumerate().take(nb) {
+            for b in 0..nb {
+                let (a2, hs, cb) = (&a2[b][..n * lanes], &mut hs[b][..n * lanes], &mut c[b]);
                 if fused(b) {
                     for (o, r) in cb.out.iter_mut().zip(&rows[..cn]) {
                         // SAFETY: as above; `o` is an `acc` row (all steps are emitted) with
@@ -432,9 +428,6 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                         };
                     }
                 }
-            }
-            for b in 0..nb {
-                let (a2, hs, cb) = (&a2[b][..n * lanes], &mut hs[b][..n * lanes], &mut c[b]);
                 let out = fused(b).then(|| TileOut {
                     rows: cb.out.as_ptr(),
                     d_skip: w.d_skip[e0(b)..].as_ptr(),
