@@ -20,7 +20,7 @@ use vimvq_rt::scan::{ScanInputs, ScanPlan, ScanWeights};
 const DOT_REL: f64 = 1e-6;
 const ELEM_REL: f64 = 1e-6;
 const ELEM_ABS: f64 = 1e-30;
-const SCAN_REL: f64 = 2e-5;
+const SCAN_REL: f64 = 5e-5;
 const E2E_REL: f64 = 1e-4;
 
 /// Tail lengths: every length up to 17 and a few around 32/48 and real widths.

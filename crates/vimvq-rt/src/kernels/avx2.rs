@@ -7,7 +7,7 @@
 //! (tested in `tests/simd_conformance.rs`):
 //! * GEMM / GEMV / VQ GEMM / VQ GEMV: `|y − y_oracle| ≤ 1e-6 · Σ_c |a_c·w_c|` per output.
 //! * RMSNorm: 1e-6 relative; conv1d + SiLU, SiLU: 1e-6 relative (+1e-30 absolute).
-//! * Scan: 2e-5 relative to the output scale (`2ˣ`/softplus 2e-7 / 5e-7 relative per step).
+//! * Scan: 5e-5 relative to the output scale (`2ˣ`/softplus 7e-6 / 5e-7 relative per step).
 //!
 //! Benchmarks behind these choices: `cargo bench --bench kernels` (groups `gemm_*`, `gemv_*`,
 //! `scan`), see docs/RESULTS.md "Kernels".
@@ -22,7 +22,7 @@ use super::{Direction, MatMut, MatRef, VqMatrix};
 
 /// Phase A of the AVX2 scan tile for states `$a`, `$b` (register numbers, also their row
 /// index): `ymm$a`, `ymm$b` ← `2^(δ·A′)` by `scan_simd::exp2_v`'s steps, the two chains
-/// interleaved. In: `ymm8` = δ, `ymm9` = MAGIC, `ymm10` = 1, `ymm11` = P4; temporaries
+/// interleaved. In: `ymm8` = δ, `ymm9` = MAGIC, `ymm10` = 1, `ymm11` = P3; temporaries
 /// `ymm12`–`ymm15`.
 #[rustfmt::skip]
 macro_rules! scan_exp_pair {
@@ -44,8 +44,6 @@ macro_rules! scan_exp_pair {
             "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 96]\n",
             "vfmadd213ps ymm", $a, ", ymm12, ymmword ptr [{kc} + 128]\n",
             "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 128]\n",
-            "vfmadd213ps ymm", $a, ", ymm12, ymmword ptr [{kc} + 160]\n",
-            "vfmadd213ps ymm", $b, ", ymm14, ymmword ptr [{kc} + 160]\n",
             "vfmadd213ps ymm", $a, ", ymm12, ymm10\n",
             "vfmadd213ps ymm", $b, ", ymm14, ymm10\n",
             "vpslld ymm13, ymm13, 23\n",
@@ -81,7 +79,7 @@ macro_rules! scan_tile8_loop {
         concat!(
             "vmovaps ymm9, ymmword ptr [{kc}]\n",
             "vmovaps ymm11, ymmword ptr [{kc} + 32]\n",
-            "vmovaps ymm10, ymmword ptr [{kc} + 192]\n",
+            "vmovaps ymm10, ymmword ptr [{kc} + 160]\n",
             "2:\n",
             "mov {rb}, qword ptr [{bc}]\n",
             "add {rb}, {bc0}\n",
@@ -320,7 +318,7 @@ impl Simd for Avx2 {
         // reads/writes 8 rows of `hs` (8 floats each), `cn ≥ 1` steps of `dt`, `du`, `y` (8
         // floats each, `du`/`y` at their `Chunk` offsets from `dt`) and of `bc`, whose row
         // pointers are valid for 2N floats with bc0 + 8 ≤ N, and with `out`, `cn` `OutRow`s of
-        // 8-float rows and 8 floats of `D` (the `Tile` contract); `kc` points at the 7
+        // 8-float rows and 8 floats of `D` (the `Tile` contract); `kc` points at the 6
         // 32-byte-aligned vectors of `Consts`. No stack use; flags are clobbered (default).
         unsafe {
             match (t.first, t.out) {
@@ -665,7 +663,7 @@ mod tests {
     use super::{scan_simd, Avx2};
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn exp2_max_rel() -> f64 {
+    unsafe fn exp2_max_rel() -> (f64, f64) {
         // SAFETY: features enabled by this function's attribute.
         unsafe { scan_simd::exp2_max_rel::<Avx2>() }
     }
@@ -680,9 +678,7 @@ mod tests {
     fn scan_exp2_is_accurate() {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: AVX2 and FMA detected.
-            let e = unsafe { exp2_max_rel() };
-            eprintln!("avx2 scan exp2 max rel error {e:.2e}");
-            assert!(e <= 2e-7, "{e}");
+            scan_simd::check_exp2("avx2", unsafe { exp2_max_rel() });
         }
     }
 

@@ -11,7 +11,7 @@
 //! * [`exp_k`]: max relative error 3e-7 vs `libm::expf` for `|x| ≤ 86.5`; below −86.5 it
 //!   returns `exp(−86.5) ≈ 2.8e-38` instead of a smaller value (absolute error < 3e-38).
 //! * [`silu_k`], [`softplus_k`]: max relative error 1e-6 vs the oracle's libm formulas.
-//! * scan: in `kernels/scan_simd.rs` (2e-5 of the output scale).
+//! * scan: in `kernels/scan_simd.rs` (5e-5 of the output scale).
 
 // Only instantiated on targets with a SIMD level (x86-64, aarch64).
 #![cfg_attr(

@@ -5,7 +5,7 @@
 //! to the AVX2 ones:
 //! * GEMM / GEMV / VQ GEMM / VQ GEMV: `|y − y_oracle| ≤ 1e-6 · Σ_c |a_c·w_c|` per output.
 //! * RMSNorm, conv1d + SiLU, SiLU: 1e-6 relative (+1e-30 absolute).
-//! * Scan: 2e-5 relative to the output scale.
+//! * Scan: 5e-5 relative to the output scale.
 
 use core::arch::aarch64::*;
 use core::ops::Range;
@@ -265,9 +265,7 @@ mod tests {
     #[test]
     fn scan_exp2_is_accurate() {
         // SAFETY: NEON is baseline on aarch64.
-        let e = unsafe { scan_simd::exp2_max_rel::<Neon>() };
-        eprintln!("neon scan exp2 max rel error {e:.2e}");
-        assert!(e <= 2e-7, "{e}");
+        scan_simd::check_exp2("neon", unsafe { scan_simd::exp2_max_rel::<Neon>() });
     }
 
     #[test]
