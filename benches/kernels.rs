@@ -220,7 +220,7 @@ fn bench_scan(c: &mut Criterion) {
     let mut rng = Rng(3);
     let a: Vec<f32> = (0..e * n).map(|i| -((1 + i % n) as f32)).collect();
     let (d_skip, dt_bias) = (rng.v(e), rng.v(e));
-    let (u, delta, x_dbl, gate) = (rng.v(l * e), rng.v(l * e), rng.v(l * xr), rng.v(l * e));
+    let (u, delta, x_dbl) = (rng.v(l * e), rng.v(l * e), rng.v(l * xr));
     let w = ScanWeights {
         a: &a,
         d_skip: &d_skip,
@@ -232,7 +232,6 @@ fn bench_scan(c: &mut Criterion) {
         u: MatRef::new(&u, l, e, e),
         delta: MatRef::new(&delta, l, e, e),
         x_dbl: MatRef::new(&x_dbl, l, xr, xr),
-        gate: MatRef::new(&gate, l, e, e),
     };
     let plan = ScanPlan {
         dir: Direction::Forward,

@@ -368,6 +368,18 @@ macro_rules! kernel_suite {
                 for (o, x) in v.iter().zip(&xs) {
                     assert_eq!(o.to_bits(), k::silu_f32(*x).to_bits());
                 }
+                // The combine step: acc·silu(z)·½ (one rounding more than silu).
+                let acc: Vec<f32> = (0..xs.len()).map(|i| (i % 7) as f32 - 3.3).collect();
+                let mut v = acc.clone();
+                k::combine_gate_f32(&mut v, &xs);
+                for ((o, a), z) in v.iter().zip(&acc).zip(&xs) {
+                    let zd = *z as f64;
+                    let want = *a as f64 * zd / (1.0 + (-zd).exp()) * 0.5;
+                    assert!(
+                        (*o as f64 - want).abs() <= 2.0 * ELEM_REL * want.abs() + 1e-37,
+                        "combine_gate({a}, {z}) = {o} vs {want}"
+                    );
+                }
             }
 
             #[test]
@@ -485,7 +497,6 @@ fn selective_scan_matches_f64_recurrence() {
             })
             .collect();
         let x_dbl = rng.normals(l * xr, 0.0, 1.0);
-        let gate_src = rng.normals(l * 2 * e, 0.0, 1.0); // gate lives in the z half of xz
         let a: Vec<f32> = (0..e * n)
             .map(|i| -(((i % n) + 1) as f32) * (0.5 + rng.uniform() as f32))
             .collect();
@@ -502,7 +513,6 @@ fn selective_scan_matches_f64_recurrence() {
             u: MatRef::new(&u, l, e, e),
             delta: MatRef::new(&delta, l, e, e),
             x_dbl: MatRef::new(&x_dbl, l, xr, xr),
-            gate: MatRef::new(&gate_src[e..], l, e, 2 * e),
         };
         for dir in [Direction::Forward, Direction::Backward] {
             // f64 reference, all positions.
@@ -525,8 +535,7 @@ fn selective_scan_matches_f64_recurrence() {
                             + dt * uu * x_dbl[t * xr + r + s] as f64;
                         y += *hs * x_dbl[t * xr + r + n + s] as f64;
                     }
-                    want[t * e + ch] =
-                        (y + d_skip[ch] as f64 * uu) * gate_src[t * 2 * e + e + ch] as f64;
+                    want[t * e + ch] = y + d_skip[ch] as f64 * uu;
                 }
             }
             let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);

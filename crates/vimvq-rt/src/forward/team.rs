@@ -7,11 +7,11 @@
 //! |---|---|
 //! | patch embedding | patches (token rows) |
 //! | add + RMSNorm | token rows |
-//! | `in_proj` (+ SiLU gate) | output columns, 16-aligned (whole GEMM panels) |
+//! | `in_proj` | output columns, 16-aligned (whole GEMM panels) |
 //! | conv1d + SiLU | channels |
 //! | `x_proj` | token rows (its output is only `R + 2N` wide) |
 //! | `dt_proj` | output columns (channels) |
-//! | scan (+ direction average) | channels, one state per worker |
+//! | scan (+ gate and direction average) | channels, one state per worker |
 //! | `out_proj` | output columns |
 //!
 //! Patch embedding splits by patches (each worker has its own im2col chunk); the final norm and
@@ -33,8 +33,8 @@ use super::scratch::Scratch;
 use super::weights::{DirWeights, LayerWeights};
 use crate::config::VimConfig;
 use crate::kernels::dispatch::{
-    add_rmsnorm_f32, conv1d_silu_f32, linear_f32, neg_exp_f32, rmsnorm_f32,
-    selective_scan_channels_f32, silu_inplace_f32,
+    add_rmsnorm_f32, combine_gate_f32, conv1d_silu_f32, linear_f32, neg_exp_f32, rmsnorm_f32,
+    selective_scan_channels_f32,
 };
 use crate::kernels::generic::NR;
 use crate::kernels::{Direction, MatMut, MatRef};
@@ -273,7 +273,7 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
             (0..l, 0..l, 0..l)
         };
 
-        // in_proj by output columns, then SiLU on this worker's z columns.
+        // in_proj by output columns.
         'in_proj: {
             let cols = piece(2 * e, n, w, NR);
             if cols.is_empty() {
@@ -283,16 +283,7 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
             let (hidden, mut out) =
                 unsafe { (sh.hidden.read(), sh.xz.write(0..l, cols.clone(), 2 * e)) };
             let normed = MatRef::new(hidden, l, d, d);
-            linear_f32(
-                normed,
-                &lw.in_proj.rows(cols.clone(), d),
-                &mut out,
-                own.panel,
-            );
-            let z0 = cols.start.max(e).min(cols.end) - cols.start;
-            for t in emit.clone() {
-                silu_inplace_f32(&mut out.row_mut(t)[z0..]);
-            }
+            linear_f32(normed, &lw.in_proj.rows(cols, d), &mut out, own.panel);
         }
         self.step_done(timer, Op::InProj);
 
@@ -320,8 +311,8 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
     }
 
     /// One scan direction, worker `w`'s share: conv + SiLU, `x_proj` and `dt_proj` over `steps`,
-    /// then the scan into `acc` (stores for the forward direction; the backward one adds and
-    /// averages the two).
+    /// then the scan into `acc` (stores for the forward direction; the backward one adds, then
+    /// gates the sum by `silu(z)` and averages it).
     #[allow(clippy::too_many_arguments)]
     fn direction(
         &self,
@@ -380,7 +371,7 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
         }
         self.step_done(timer, Op::DtProj);
 
-        // Scan by channels (the backward one also averages the two directions).
+        // Scan by channels (after the backward one, the sum of the two is gated and averaged).
         if !ch.is_empty() {
             neg_exp_f32(
                 &dw.a_log[ch.start * ns..ch.end * ns],
@@ -408,7 +399,6 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
                 u: MatRef::new(u, l, e, e),
                 delta: MatRef::new(delta, l, e, e),
                 x_dbl: MatRef::new(x_dbl, l, xr, xr),
-                gate: MatRef::new(&xz[e..], l, e, 2 * e),
             };
             let backward = dir == Direction::Backward;
             let plan = ScanPlan {
@@ -418,12 +408,19 @@ impl<'t, 'm, 's> Team<'t, 'm, 's> {
                 accumulate: backward,
             };
             let acc_col0 = ch.start;
-            selective_scan_channels_f32(&weights, &inputs, &plan, &mut acc, acc_col0, own.h, ch);
+            selective_scan_channels_f32(
+                &weights,
+                &inputs,
+                &plan,
+                &mut acc,
+                acc_col0,
+                own.h,
+                ch.clone(),
+            );
             if backward {
+                let z = MatRef::new(&xz[e + ch.start..], l, ch.len(), 2 * e);
                 for t in emit {
-                    for v in acc.row_mut(t) {
-                        *v /= 2.0;
-                    }
+                    combine_gate_f32(acc.row_mut(t), z.row(t));
                 }
             }
         }

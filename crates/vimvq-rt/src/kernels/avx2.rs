@@ -110,8 +110,8 @@ macro_rules! scan_tile8_loop {
     };
 }
 
-/// `$fin` of [`scan_tile8_loop`] for a tile that writes outputs: `o = (y + D·u)·g` from the
-/// step's `OutRow` at `{orow}` (`u`, `g`, `o` pointers), `$acc` adds the old `o` (or nothing).
+/// `$fin` of [`scan_tile8_loop`] for a tile that writes outputs: `o = y + D·u` from the
+/// step's `OutRow` at `{orow}` (`u`, `o` pointers), `$acc` adds the old `o` (or nothing).
 macro_rules! scan_tile8_out {
     ($acc:expr) => {
         concat!(
@@ -119,11 +119,9 @@ macro_rules! scan_tile8_out {
             "vmovups ymm13, ymmword ptr [{dsk}]\n",
             "vfmadd231ps ymm12, ymm13, ymmword ptr [{rb}]\n",
             "mov {rb}, qword ptr [{orow} + 8]\n",
-            "vmulps ymm12, ymm12, ymmword ptr [{rb}]\n",
-            "mov {rb}, qword ptr [{orow} + 16]\n",
             $acc,
             "vmovups ymmword ptr [{rb}], ymm12\n",
-            "add {orow}, 24\n",
+            "add {orow}, 16\n",
             "/* {yo} */\n",
         )
     };
@@ -645,14 +643,14 @@ pub unsafe fn avx2_add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: 
     unsafe { generic::add_rmsnorm::<Avx2>(residual, hidden, w, eps) }
 }
 
-/// SiLU in place.
+/// `acc = acc·silu(z)·½` (the bimamba-v2 combine step).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn avx2_silu_f32(xs: &mut [f32]) {
+pub unsafe fn avx2_combine_gate_f32(acc: &mut [f32], z: &[f32]) {
     // SAFETY: features enabled by this function's attribute.
-    unsafe { generic::silu_inplace::<Avx2>(xs) }
+    unsafe { generic::combine_gate::<Avx2>(acc, z) }
 }
 
 #[cfg(test)]

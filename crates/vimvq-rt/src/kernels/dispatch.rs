@@ -91,8 +91,8 @@ pub type ConvFn = fn(Direction, MatRef<'_>, &[f32], &[f32], Range<usize>, &mut M
 pub type RmsNormFn = fn(&[f32], &[f32], f32, &mut [f32]);
 /// Fused residual add + RMSNorm of one row.
 pub type AddRmsNormFn = fn(&mut [f32], &mut [f32], &[f32], f32);
-/// SiLU in place.
-pub type SiluFn = fn(&mut [f32]);
+/// `acc = acc·silu(z)·½` ([`scalar::combine_gate_f32`]'s contract).
+pub type GateFn = fn(&mut [f32], &[f32]);
 /// `out = −exp(a_log)` elementwise.
 pub type NegExpFn = fn(&[f32], &mut [f32]);
 
@@ -120,8 +120,8 @@ pub struct Kernels {
     pub rmsnorm_f32: RmsNormFn,
     /// Add + RMSNorm.
     pub add_rmsnorm_f32: AddRmsNormFn,
-    /// SiLU in place.
-    pub silu_f32: SiluFn,
+    /// The bimamba-v2 combine step (gate and average of the two directions).
+    pub combine_gate_f32: GateFn,
     /// `A = −exp(A_log)`.
     pub neg_exp_f32: NegExpFn,
 }
@@ -182,7 +182,7 @@ static SCALAR: Kernels = Kernels {
     conv1d_silu_f32: scalar::conv1d_silu_f32,
     rmsnorm_f32: scalar::rmsnorm_f32,
     add_rmsnorm_f32: scalar::add_rmsnorm_f32,
-    silu_f32: scalar::silu_inplace_f32,
+    combine_gate_f32: scalar::combine_gate_f32,
     neg_exp_f32: scalar::neg_exp_f32,
 };
 
@@ -252,9 +252,9 @@ mod x86 {
         // SAFETY: see above.
         unsafe { avx2_add_rmsnorm_f32(r, h, w, eps) }
     }
-    fn silu(x: &mut [f32]) {
+    fn gate(acc: &mut [f32], z: &[f32]) {
         // SAFETY: see above.
-        unsafe { avx2_silu_f32(x) }
+        unsafe { avx2_combine_gate_f32(acc, z) }
     }
     fn neg_exp(a: &[f32], o: &mut [f32]) {
         // SAFETY: see above.
@@ -272,7 +272,7 @@ mod x86 {
         conv1d_silu_f32: conv,
         rmsnorm_f32: rms,
         add_rmsnorm_f32: add_rms,
-        silu_f32: silu,
+        combine_gate_f32: gate,
         neg_exp_f32: neg_exp,
     };
 
@@ -327,7 +327,7 @@ mod arm {
         conv1d_silu_f32: neon_conv1d_silu_f32,
         rmsnorm_f32: neon_rmsnorm_f32,
         add_rmsnorm_f32: neon_add_rmsnorm_f32,
-        silu_f32: neon_silu_f32,
+        combine_gate_f32: neon_combine_gate_f32,
         neg_exp_f32: neon_neg_exp_f32,
     };
 }
@@ -490,10 +490,10 @@ pub fn add_rmsnorm_f32(residual: &mut [f32], hidden: &mut [f32], w: &[f32], eps:
     (kernels().add_rmsnorm_f32)(residual, hidden, w, eps)
 }
 
-/// [`scalar::silu_inplace_f32`] through the active table.
+/// [`scalar::combine_gate_f32`] through the active table.
 #[inline]
-pub fn silu_inplace_f32(xs: &mut [f32]) {
-    (kernels().silu_f32)(xs)
+pub fn combine_gate_f32(acc: &mut [f32], z: &[f32]) {
+    (kernels().combine_gate_f32)(acc, z)
 }
 
 /// [`scalar::neg_exp_f32`] through the active table.

@@ -312,6 +312,51 @@ pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
     }
 }
 
+/// `a·g·½`, [`combine_gate`]'s step.
+#[inline(always)]
+unsafe fn gate_v<S: Simd>(a: S::V, g: S::V) -> S::V {
+    // SAFETY: arithmetic primitives; the caller guarantees the ISA.
+    unsafe { S::mul(S::mul(a, g), S::splat(0.5)) }
+}
+
+/// [`super::scalar::combine_gate_f32`]: four vectors at a time (their SiLU chains side by side),
+/// then one, then the tail through a zero-padded vector ([`load_part`]).
+#[inline(always)]
+pub(crate) unsafe fn combine_gate<S: Simd>(acc: &mut [f32], z: &[f32]) {
+    assert_eq!(acc.len(), z.len(), "combine_gate_f32: lengths differ");
+    let l = S::LANES;
+    let n = acc.len() / l * l;
+    let (a, zp) = (acc.as_mut_ptr(), z.as_ptr());
+    let mut i = 0;
+    while i + 4 * l <= n {
+        // SAFETY: i + 4·LANES ≤ n ≤ len of both slices; the caller guarantees the ISA.
+        unsafe {
+            let g = silu_k::<S, 4>(each::<S, 4>(|b| S::load(zp.add(i + b * l))));
+            for (b, g) in g.into_iter().enumerate() {
+                let p = a.add(i + b * l);
+                S::store(p, gate_v::<S>(S::load(p), g));
+            }
+        }
+        i += 4 * l;
+    }
+    while i < n {
+        // SAFETY: i + LANES ≤ n ≤ len of both slices; the caller guarantees the ISA.
+        unsafe {
+            let g = silu_v::<S>(S::load(zp.add(i)));
+            S::store(a.add(i), gate_v::<S>(S::load(a.add(i)), g));
+        }
+        i += l;
+    }
+    if n < acc.len() {
+        let (at, zt) = (&mut acc[n..], &z[n..]);
+        // SAFETY: the tails are shorter than LANES; the caller guarantees the ISA.
+        unsafe {
+            let g = silu_v::<S>(load_part::<S>(zt));
+            store_part::<S>(gate_v::<S>(load_part::<S>(at), g), at);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Dense and VQ GEMM.
 

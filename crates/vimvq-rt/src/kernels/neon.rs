@@ -249,10 +249,10 @@ pub fn neon_neg_exp_f32(a_log: &[f32], out: &mut [f32]) {
     unsafe { generic::neg_exp::<Neon>(a_log, out) }
 }
 
-/// SiLU in place.
-pub fn neon_silu_f32(xs: &mut [f32]) {
+/// `acc = acc·silu(z)·½` (the bimamba-v2 combine step).
+pub fn neon_combine_gate_f32(acc: &mut [f32], z: &[f32]) {
     // SAFETY: see above.
-    unsafe { generic::silu_inplace::<Neon>(xs) }
+    unsafe { generic::combine_gate::<Neon>(acc, z) }
 }
 
 #[cfg(test)]

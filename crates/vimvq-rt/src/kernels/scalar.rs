@@ -286,6 +286,19 @@ pub fn silu_inplace_f32(xs: &mut [f32]) {
     }
 }
 
+/// The bimamba-v2 combine step at one position: `acc[i] = acc[i]·silu(z[i])·½`, where `acc`
+/// holds the sum of the two directions' scan outputs and `z` the gate half of `in_proj`'s output
+/// (both directions are gated by the same `silu(z)`, then averaged).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn combine_gate_f32(acc: &mut [f32], z: &[f32]) {
+    assert_eq!(acc.len(), z.len(), "combine_gate_f32: lengths differ");
+    for (a, z) in acc.iter_mut().zip(z) {
+        *a = *a * silu_f32(*z) * 0.5;
+    }
+}
+
 /// Softplus with PyTorch's threshold rule: `x` if `x > 20`, else `log1p(exp(x))`.
 #[inline]
 pub fn softplus_f32(x: f32) -> f32 {
@@ -399,7 +412,7 @@ pub fn selective_scan_channels_f32(
         let xd = x.x_dbl.row(t);
         let b = &xd[w.dt_rank..w.dt_rank + n];
         let c = &xd[w.dt_rank + n..w.dt_rank + 2 * n];
-        let (u, delta, gate) = (x.u.row(t), x.delta.row(t), x.gate.row(t));
+        let (u, delta) = (x.u.row(t), x.delta.row(t));
         let emit = plan.emit.contains(&t);
         let out = acc.row_mut(t);
         for ch in ch.clone() {
@@ -419,7 +432,7 @@ pub fn selective_scan_channels_f32(
                     hs[i] = hn;
                     y += hn * c[i];
                 }
-                let o = (y + w.d_skip[ch] * uu) * gate[ch];
+                let o = y + w.d_skip[ch] * uu;
                 if plan.accumulate {
                     out[ch - acc_col0] += o;
                 } else {

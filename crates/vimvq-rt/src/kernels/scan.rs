@@ -8,10 +8,12 @@
 //! δ      = softplus(Δ[t][e] + dt_bias[e])            (threshold-20 rule)
 //! h[e,n] = exp(δ·A[e,n])·h[e,n] + (δ·u[t][e])·B_t[n]  for n < N, h starts at 0
 //! y      = Σ_n h[e,n]·C_t[n]                          (increasing n)
-//! out    = (y + D[e]·u[t][e]) · gate[t][e]            (gate = silu(z), same position t)
+//! out    = y + D[e]·u[t][e]
 //! ```
 //! where `B_t = x_dbl[t][R .. R+N]`, `C_t = x_dbl[t][R+N .. R+2N]`. The output is stored into
 //! (forward) or added to (backward) the accumulator, giving `out_fwd + out_bwd` per position.
+//! The gate `silu(z)` is the same for both directions at a position, so the forward pass applies
+//! it once to that sum ([`super::scalar::combine_gate_f32`]) instead of in each scan.
 
 use core::ops::Range;
 
@@ -41,8 +43,6 @@ pub struct ScanInputs<'a> {
     pub delta: MatRef<'a>,
     /// `x_proj(u)` = `dt | B | C`, `L × (R + 2N)`.
     pub x_dbl: MatRef<'a>,
-    /// `silu(z)`, `L × E`.
-    pub gate: MatRef<'a>,
 }
 
 /// Which steps to run and which outputs to produce.
@@ -77,9 +77,9 @@ pub(crate) fn check(
     let l = x.u.rows();
     assert!(w.a.len() == e * n && h.len() == e * n);
     assert!(w.d_skip.len() == e && w.dt_bias.len() == e);
-    assert!(x.delta.cols() == e && x.gate.cols() == e && acc.cols() == e);
+    assert!(x.delta.cols() == e && acc.cols() == e);
     assert!(x.x_dbl.cols() == w.dt_rank + 2 * n);
-    assert!(x.delta.rows() >= l && x.x_dbl.rows() >= l && x.gate.rows() >= l && acc.rows() >= l);
+    assert!(x.delta.rows() >= l && x.x_dbl.rows() >= l && acc.rows() >= l);
     assert!(plan.emit.start >= plan.steps.start && plan.emit.end <= plan.steps.end);
     match plan.dir {
         Direction::Forward => assert!(plan.steps.start == 0 && plan.steps.end <= l),
@@ -87,25 +87,23 @@ pub(crate) fn check(
     }
 }
 
-/// The block's `u`, gate and output row of one step.
+/// The block's `u` and output row of one step.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(crate) struct OutRow {
     pub u: *const f32,
-    pub g: *const f32,
     pub o: *mut f32,
 }
 
 impl OutRow {
     pub(crate) const NULL: OutRow = OutRow {
         u: core::ptr::null(),
-        g: core::ptr::null(),
         o: core::ptr::null_mut(),
     };
 }
 
-/// The output step a tile does instead of leaving `y`: `o = (y + D·u)·g`, stored or added to
-/// the accumulator row.
+/// The output step a tile does instead of leaving `y`: `o = y + D·u`, stored or added to the
+/// accumulator row.
 #[derive(Clone, Copy)]
 pub(crate) struct TileOut {
     /// One row per step.

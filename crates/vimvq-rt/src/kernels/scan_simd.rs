@@ -10,7 +10,7 @@
 //! of [`Simd::SCAN_TILE`] (8 on AVX2, 16 on NEON) with the tile's `h` in registers and
 //! `A′ = A·log₂e`, `B_t`, `C_t` read as memory operands. The first tile stores its part of
 //! `y = Σₙ hₙ·Cₙ` into a `[CHUNK][LANES]` buffer, later ones add theirs, and the last one also
-//! does the output step (`(y + D·u)·gate`, stored or added to the accumulator) when the block is
+//! does the output step (`y + D·u`, stored or added to the accumulator) when the block is
 //! full and the chunk's steps are all emitted; otherwise a loop after the tiles does it.
 //! An ISA may run 8-state tiles with a kernel of its own ([`Simd::scan_tile8`]: AVX2's
 //! hand-scheduled two-phase loop in `kernels/avx2.rs`) that must give the generic tile's bits.
@@ -131,13 +131,12 @@ impl Chunk {
     };
 }
 
-/// A step's position and the starts of its rows of `Δ`, `u`, the gate and the accumulator.
+/// A step's position and the starts of its rows of `Δ`, `u` and the accumulator.
 #[derive(Clone, Copy)]
 struct Rows {
     t: usize,
     delta: *const f32,
     u: *const f32,
-    g: *const f32,
     o: *mut f32,
 }
 
@@ -146,7 +145,6 @@ impl Rows {
         t: 0,
         delta: core::ptr::null(),
         u: core::ptr::null(),
-        g: core::ptr::null(),
         o: core::ptr::null_mut(),
     };
 }
@@ -196,7 +194,7 @@ unsafe fn tile<S: Simd, const TS: usize, const CLAMP: bool>(t: &Tile) {
                 None => S::store(yp, y),
                 Some(o) => {
                     let r = *o.rows.add(j);
-                    let mut v = S::mul(S::fma(S::load(o.d_skip), S::load(r.u), y), S::load(r.g));
+                    let mut v = S::fma(S::load(o.d_skip), S::load(r.u), y);
                     if o.accumulate {
                         v = S::add(S::load(r.o), v);
                     }
@@ -392,7 +390,6 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                     t,
                     delta: x.delta.row(t).as_ptr(),
                     u: x.u.row(t).as_ptr(),
-                    g: x.gate.row(t).as_ptr(),
                     o: match plan.emit.contains(&t) {
                         true => acc.row_mut(t).as_mut_ptr(),
                         false => core::ptr::null_mut(),
@@ -428,7 +425,6 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                         *o = unsafe {
                             OutRow {
                                 u: r.u.add(e0(b)),
-                                g: r.g.add(e0(b)),
                                 o: r.o.add(e0(b) - acc_col0),
                             }
                         };
@@ -463,7 +459,7 @@ pub(crate) unsafe fn scan_channels<S: Simd>(
                         }
                         let y = S::load(cb.y.as_ptr().add(j * lanes));
                         let u = ld::<S>(r.u.add(e0(b)), m(b));
-                        let mut o = S::mul(S::fma(dskip, u, y), ld::<S>(r.g.add(e0(b)), m(b)));
+                        let mut o = S::fma(dskip, u, y);
                         let out = core::slice::from_raw_parts_mut(r.o.add(e0(b) - acc_col0), m(b));
                         if plan.accumulate {
                             o = S::add(load_part::<S>(out), o);
@@ -540,7 +536,7 @@ pub(crate) unsafe fn tile8_matches_generic<S: Simd>() -> (bool, bool) {
     let a2: Vec<f32> = (0..8 * lanes).map(|_| -r(0.01, 20.0)).collect();
     let h0: Vec<f32> = (0..8 * lanes).map(|_| r(-1.0, 1.0)).collect();
     let rows: Vec<f32> = (0..CHUNK * 2 * n).map(|_| r(-1.0, 1.0)).collect();
-    let ug: Vec<f32> = (0..CHUNK * 2 * lanes).map(|_| r(-2.0, 2.0)).collect();
+    let us: Vec<f32> = (0..CHUNK * lanes).map(|_| r(-2.0, 2.0)).collect();
     let o0: Vec<f32> = (0..CHUNK * lanes).map(|_| r(-1.0, 1.0)).collect();
     let d_skip: Vec<f32> = (0..lanes).map(|_| r(-1.0, 1.0)).collect();
     let c0 = Box::new(Chunk {
@@ -559,8 +555,7 @@ pub(crate) unsafe fn tile8_matches_generic<S: Simd>() -> (bool, bool) {
                 let (mut c, mut h, mut o) = (c0.clone(), h0.clone(), o0.clone());
                 for j in 0..CHUNK {
                     c.out[j] = OutRow {
-                        u: ug[2 * j * lanes..].as_ptr(),
-                        g: ug[(2 * j + 1) * lanes..].as_ptr(),
+                        u: us[j * lanes..].as_ptr(),
                         o: o[j * lanes..].as_mut_ptr(),
                     };
                 }
