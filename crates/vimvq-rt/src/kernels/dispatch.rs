@@ -314,9 +314,7 @@ mod arm {
     use super::*;
     use crate::kernels::neon::*;
 
-    /// A const (promoted to `'static` where `table()` borrows it) so that `DOTPROD` can copy it
-    /// with `..NEON`.
-    pub(super) const NEON: Kernels = Kernels {
+    pub(super) static NEON: Kernels = Kernels {
         level: Level::Neon,
         gemm_f32: neon_gemm_f32_6x16,
         vq_gemm_f32: neon_vq_gemm_f32_6x16,
