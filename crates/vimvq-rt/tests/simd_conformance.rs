@@ -228,7 +228,7 @@ fn check_elementwise(kern: &Kernels, rng: &mut Rng) {
 }
 
 fn check_conv(kern: &Kernels, rng: &mut Rng) {
-    for &e in &[1usize, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33] {
+    for &e in &[1usize, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 65, 130] {
         for kk in 1..=5 {
             for l in [1usize, 2, 5, 9] {
                 let x = rng.normals(l * 2 * e, 0.0, 1.0);

@@ -319,7 +319,7 @@ unsafe fn gate_v<S: Simd>(a: S::V, g: S::V) -> S::V {
     unsafe { S::mul(S::mul(a, g), S::splat(0.5)) }
 }
 
-/// [`super::scalar::combine_gate_f32`]: four vectors at a time (their SiLU chains side by side),
+/// [`super::scalar::combine_gate_f32`]: eight vectors at a time (their SiLU chains side by side),
 /// then one, then the tail through a zero-padded vector ([`load_part`]).
 #[inline(always)]
 pub(crate) unsafe fn combine_gate<S: Simd>(acc: &mut [f32], z: &[f32]) {
@@ -328,16 +328,16 @@ pub(crate) unsafe fn combine_gate<S: Simd>(acc: &mut [f32], z: &[f32]) {
     let n = acc.len() / l * l;
     let (a, zp) = (acc.as_mut_ptr(), z.as_ptr());
     let mut i = 0;
-    while i + 4 * l <= n {
+    while i + 8 * l <= n {
         // SAFETY: i + 4·LANES ≤ n ≤ len of both slices; the caller guarantees the ISA.
         unsafe {
-            let g = silu_k::<S, 4>(each::<S, 4>(|b| S::load(zp.add(i + b * l))));
+            let g = silu_k::<S, 8>(each::<S, 8>(|b| S::load(zp.add(i + b * l))));
             for (b, g) in g.into_iter().enumerate() {
                 let p = a.add(i + b * l);
                 S::store(p, gate_v::<S>(S::load(p), g));
             }
         }
-        i += 4 * l;
+        i += 8 * l;
     }
     while i < n {
         // SAFETY: i + LANES ≤ n ≤ len of both slices; the caller guarantees the ISA.
@@ -1073,7 +1073,8 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
                 false => core::ptr::null(),
             });
             let o = out.row_mut(t).as_mut_ptr();
-            // Blocks of `b` vectors: acc = bias + Σ taps (the oracle's order), then SiLU.
+            // Blocks of `b` vectors (8, 4, then 1: the SiLU chains side by side): acc = bias +
+            // Σ taps (the oracle's order), then SiLU.
             // SAFETY: e0 + b·LANES ≤ c1 ≤ e, so loads of the rows of `x` (e values), of `bias`
             // (e values), of `wt` (CHUNK values per tap, at e0 − c0 + b·LANES ≤ CHUNK) and the
             // stores into `o` (e values) stay in bounds; the caller guarantees the ISA.
@@ -1092,6 +1093,14 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
             let mut e0 = c0;
             // SAFETY (block): as for `block`; the caller guarantees the ISA.
             unsafe {
+                while e0 + 8 * lanes <= c1 {
+                    let mut acc = [S::zero(); 8];
+                    block(e0, &mut acc);
+                    for (b, y) in silu_k::<S, 8>(acc).into_iter().enumerate() {
+                        S::store(o.add(e0 + b * lanes), y);
+                    }
+                    e0 += 8 * lanes;
+                }
                 while e0 + 4 * lanes <= c1 {
                     let mut acc = [S::zero(); 4];
                     block(e0, &mut acc);
