@@ -1093,28 +1093,20 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
             let mut e0 = c0;
             // SAFETY (block): as for `block`; the caller guarantees the ISA.
             unsafe {
-                while e0 + 8 * lanes <= c1 {
-                    let mut acc = [S::zero(); 8];
-                    block(e0, &mut acc);
-                    for (b, y) in silu_k::<S, 8>(acc).into_iter().enumerate() {
-                        S::store(o.add(e0 + b * lanes), y);
-                    }
-                    e0 += 8 * lanes;
+                // `K` blocks while they fit (c1 − c0 is a multiple of LANES, so K = 1 ends it).
+                macro_rules! blocks {
+                    ($($k:literal)*) => {$(
+                        while e0 + $k * lanes <= c1 {
+                            let mut acc = [S::zero(); $k];
+                            block(e0, &mut acc);
+                            for (b, y) in silu_k::<S, $k>(acc).into_iter().enumerate() {
+                                S::store(o.add(e0 + b * lanes), y);
+                            }
+                            e0 += $k * lanes;
+                        }
+                    )*};
                 }
-                while e0 + 4 * lanes <= c1 {
-                    let mut acc = [S::zero(); 4];
-                    block(e0, &mut acc);
-                    for (b, y) in silu_k::<S, 4>(acc).into_iter().enumerate() {
-                        S::store(o.add(e0 + b * lanes), y);
-                    }
-                    e0 += 4 * lanes;
-                }
-                while e0 < c1 {
-                    let mut acc = [S::zero(); 1];
-                    block(e0, &mut acc);
-                    S::store(o.add(e0), silu_v::<S>(acc[0]));
-                    e0 += lanes;
-                }
+                blocks!(8 4 1);
             }
         }
         c0 = c1;
