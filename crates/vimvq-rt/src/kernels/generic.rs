@@ -283,35 +283,6 @@ pub(crate) unsafe fn neg_exp<S: Simd>(a_log: &[f32], out: &mut [f32]) {
     }
 }
 
-/// SiLU over a slice; the tail goes through a zero-padded vector ([`load_part`]).
-#[inline(always)]
-pub(crate) unsafe fn silu_inplace<S: Simd>(xs: &mut [f32]) {
-    let l = S::LANES;
-    let n = xs.len() / l * l;
-    let p = xs.as_mut_ptr();
-    let mut i = 0;
-    while i + 4 * l <= n {
-        // SAFETY: i + 4·LANES ≤ n ≤ xs.len().
-        unsafe {
-            let y = silu_k::<S, 4>(each::<S, 4>(|b| S::load(p.add(i + b * l))));
-            for (b, y) in y.into_iter().enumerate() {
-                S::store(p.add(i + b * l), y);
-            }
-        }
-        i += 4 * l;
-    }
-    while i < n {
-        // SAFETY: i + LANES ≤ n ≤ xs.len().
-        unsafe { S::store(p.add(i), silu_v::<S>(S::load(p.add(i)))) };
-        i += l;
-    }
-    if n < xs.len() {
-        let tail = &mut xs[n..];
-        // SAFETY: the tail is shorter than LANES; the caller guarantees the ISA.
-        unsafe { store_part::<S>(silu_v::<S>(load_part::<S>(tail)), tail) };
-    }
-}
-
 /// `a·g·½`, [`combine_gate`]'s step.
 #[inline(always)]
 unsafe fn gate_v<S: Simd>(a: S::V, g: S::V) -> S::V {
@@ -1128,8 +1099,9 @@ pub(crate) unsafe fn conv1d_silu<S: Simd>(
                     *oe += w[(e0 + j) * kk + k] * xe;
                 }
             }
-            // SAFETY: the caller guarantees the ISA.
-            unsafe { silu_inplace::<S>(o) };
+            // SAFETY: the tail is shorter than LANES (e0 = e / LANES · LANES); the caller
+            // guarantees the ISA.
+            unsafe { store_part::<S>(silu_v::<S>(load_part::<S>(o)), o) };
         }
     }
 }
