@@ -300,7 +300,7 @@ pub(crate) unsafe fn combine_gate<S: Simd>(acc: &mut [f32], z: &[f32]) {
     let (a, zp) = (acc.as_mut_ptr(), z.as_ptr());
     let mut i = 0;
     while i + 8 * l <= n {
-        // SAFETY: i + 4·LANES ≤ n ≤ len of both slices; the caller guarantees the ISA.
+        // SAFETY: i + 8·LANES ≤ n ≤ len of both slices; the caller guarantees the ISA.
         unsafe {
             let g = silu_k::<S, 8>(each::<S, 8>(|b| S::load(zp.add(i + b * l))));
             for (b, g) in g.into_iter().enumerate() {
